@@ -1,0 +1,67 @@
+"""Session fixtures: the digits class folders and small networks trained once per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from actstats.digits import (
+    digits_judge,
+    digits_vgg,
+    load_digit_folder_tensors,
+    train_classifier,
+    write_digit_folders,
+)
+from actstats.network import Network, load_network
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``root/<digit name>/*.png``: half of scikit-learn's digits (the fitting half)."""
+    return write_digit_folders(tmp_path_factory.mktemp("digits") / "train")
+
+
+@pytest.fixture(scope="session")
+def digits_holdout_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The other half of the digits, never used for training or fitting."""
+    return write_digit_folders(tmp_path_factory.mktemp("digits") / "holdout", holdout=True)
+
+
+@pytest.fixture(scope="session")
+def digits_weights(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state-dict file of :func:`digits_vgg` trained on ``digits_root`` (~10 s)."""
+    inputs, labels = load_digit_folder_tensors(digits_root)
+    module = digits_vgg()
+    accuracy = train_classifier(module, inputs, labels, seed=0)
+    assert accuracy > 0.95, f"digits network trained to only {accuracy:.2f}"
+    path = tmp_path_factory.mktemp("weights") / "digits_vgg.pth"
+    torch.save(module.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def judge_weights(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The judge network, a different architecture and seed, trained on the same digits."""
+    inputs, labels = load_digit_folder_tensors(digits_root)
+    module = digits_judge()
+    accuracy = train_classifier(module, inputs, labels, seed=1, epochs=12)
+    assert accuracy > 0.9, f"judge network trained to only {accuracy:.2f}"
+    path = tmp_path_factory.mktemp("weights") / "digits_judge.pth"
+    torch.save(module.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_net(digits_weights: Path) -> Network:
+    """The trained digits VGG as a :class:`Network` on the CPU."""
+    return load_network("actstats.digits:digits_vgg", str(digits_weights))
+
+
+@pytest.fixture(scope="session")
+def judge_net(judge_weights: Path) -> Network:
+    """The trained judge as a :class:`Network` on the CPU."""
+    return load_network("actstats.digits:digits_judge", str(judge_weights))
