@@ -1,0 +1,67 @@
+"""``actstats fit STORE -o MODELS``: per-class statistics of stored activations."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from actstats.cli.app import app, console, handle_errors
+from actstats.fit import fit_store
+
+__all__ = ["fit"]
+
+
+@app.command()
+@handle_errors
+def fit(
+    store: Path = typer.Argument(..., help="Activation store written by `actstats collect`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Model directory to write."),
+    cov: str = typer.Option(
+        "auto", help="full | full:oas | full:empirical | diag | lowrank:K | auto."
+    ),
+    mixture: str = typer.Option("0", help="Mixture components: 0 (none), K, or auto (BIC)."),
+    classes: list[str] | None = typer.Option(
+        None, "--class", help="Class folder name to fit (repeatable; default: all)."
+    ),
+    layers: list[str] | None = typer.Option(
+        None, "--layer", help="Stored layer to fit (repeatable; default: all)."
+    ),
+    scheduler: str | None = typer.Option(
+        None, help="threads (default), sync, processes, or a dask.distributed address."
+    ),
+    seed: int = typer.Option(0, help="Seed of the held-out split and mixture fits."),
+    overwrite: bool = typer.Option(False, help="Replace an existing model directory."),
+) -> None:
+    """Fit Gaussian / mixture models per class and layer, and joint models of adjacent layers."""
+    result = fit_store(
+        store,
+        output,
+        cov=cov,
+        mixture=mixture,
+        classes=classes or None,
+        layers=layers or None,
+        scheduler=scheduler,
+        seed=seed,
+        overwrite=overwrite,
+        progress=True,
+    )
+    table = Table(title=f"fitted models -> {result.path}")
+    for col in ("class", "layer", "N", "D", "cov", "rank", "mixture", "held-out LL/dim", "time"):
+        table.add_column(col, justify="left" if col in ("class", "layer", "cov") else "right")
+    for r in result.rows:
+        ll = r["holdout_ll_per_dim"]
+        table.add_row(
+            r["class"],
+            r["layer"],
+            str(r["N"]),
+            str(r["D"]),
+            r["cov"],
+            str(r["rank"]),
+            "-" if r["mixture"] is None else str(r["mixture"]),
+            "-" if math.isnan(ll) else f"{ll:.3f}",
+            f"{r['seconds']:.2f}s",
+        )
+    console.print(table)

@@ -1,0 +1,138 @@
+"""Streaming moments, shrinkage and Gaussian layer models against numpy/scipy/scikit-learn."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import multivariate_normal
+from sklearn.covariance import OAS, LedoitWolf, ledoit_wolf_shrinkage
+
+from actstats.errors import ActstatsError
+from actstats.stats.base import squared_distance
+from actstats.stats.gaussian import (
+    GaussianLayerModel,
+    fit_gaussian,
+    ledoit_wolf_shrinkage_from_moments,
+    merge_moments,
+    moments_from_array,
+    oas_shrinkage_from_moments,
+    parse_cov_spec,
+)
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(97, 6)) @ RNG.normal(size=(6, 6)) + 100.0  # large offset: cancellation
+FORMS = ["full", "full:oas", "full:empirical", "diag", "lowrank:2"]
+
+
+def _streamed(X: np.ndarray, cuts: list[int], diag_only: bool = False):
+    edges = [0, *sorted(set(cuts)), len(X)]
+    parts = [moments_from_array(X[a:b], diag_only=diag_only) for a, b in itertools.pairwise(edges)]
+    while len(parts) > 1:  # tree reduce, like fit
+        parts = [
+            merge_moments(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return parts[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(X)), max_size=8))
+def test_merged_moments_equal_numpy(cuts):
+    m = _streamed(X, cuts)
+    E = X - X.mean(0)
+    sq = np.sum(E**2, axis=1)
+    assert m.n == len(X)
+    np.testing.assert_allclose(m.mean, X.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m.covariance(ddof=1), np.cov(X.T), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(m.t3, sq @ E, rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(m.q4, np.sum(sq**2), rtol=1e-9)
+    np.testing.assert_array_equal(m.vmin, X.min(0))
+    d = _streamed(X, cuts, diag_only=True)
+    np.testing.assert_allclose(d.variances(ddof=1), np.var(X, axis=0, ddof=1), rtol=1e-9)
+
+
+def test_shrinkage_equals_sklearn():
+    for Y in (X, X[:5], RNG.normal(size=(40, 60))):  # includes N < D
+        m = moments_from_array(Y)
+        assert ledoit_wolf_shrinkage_from_moments(m) == pytest.approx(ledoit_wolf_shrinkage(Y))
+        assert oas_shrinkage_from_moments(m) == pytest.approx(OAS().fit(Y).shrinkage_)
+    lw = LedoitWolf().fit(X)
+    g = fit_gaussian(moments_from_array(X), cov="full")
+    floor = g.var_floor_ * np.eye(6)  # the variance floor is added on top of the shrunk estimate
+    np.testing.assert_allclose(g.covariance_ - floor, lw.covariance_, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("cov", FORMS)
+def test_loglik_and_factors_equal_dense_reference(cov):
+    g = GaussianLayerModel(cov=cov).fit(X)
+    C = g.get_covariance()
+    ref = multivariate_normal(g.mean_, C)
+    np.testing.assert_allclose(g.score_samples(X[:10]), ref.logpdf(X[:10]), rtol=1e-8)
+    Z = X[:10] - g.mean_
+    d2 = np.einsum("ij,ij->i", Z, np.linalg.solve(C, Z.T).T)
+    f = g.quadratic_factors()
+    np.testing.assert_allclose(squared_distance(f, X[:10]), d2, rtol=1e-7)
+    np.testing.assert_allclose(g.mahalanobis(X[:10]), d2, rtol=1e-7)
+    assert f.log_det_cov == pytest.approx(np.linalg.slogdet(C)[1], rel=1e-9)
+    np.testing.assert_allclose(g.unit_contributions(X[:10]).sum(1), d2, rtol=1e-7)
+    np.testing.assert_allclose(g.unit_zscores(X[:3]), Z[:3] / np.sqrt(np.diag(C)), rtol=1e-9)
+
+
+def test_full_covariance_form_is_precision_cholesky():
+    g = GaussianLayerModel(cov="full:empirical").fit(X)
+    f = g.quadratic_factors()
+    assert f.diag is None and f.minus is None
+    np.testing.assert_allclose(f.plus @ f.plus.T, np.linalg.inv(g.covariance_), rtol=1e-6)
+
+
+@pytest.mark.parametrize("cov", ["full", "lowrank:3", "diag"])
+def test_sample_moments(cov):
+    g = GaussianLayerModel(cov=cov).fit(X)
+    S = g.sample(40000, random_state=0)
+    np.testing.assert_allclose(
+        S.mean(0), g.mean_, atol=0.1 * np.sqrt(np.diag(g.get_covariance())).max()
+    )
+    np.testing.assert_allclose(
+        np.cov(S.T), g.get_covariance(), atol=0.05 * np.abs(g.get_covariance()).max()
+    )
+
+
+@pytest.mark.parametrize("cov", ["auto", *FORMS])
+def test_degenerate_data_is_finite(cov):
+    base = RNG.normal(size=(8, 30))
+    base[:, 3] = 0.0  # dead unit
+    base[:, 7] = 2.5  # constant unit
+    Y = np.vstack([base, base[:2]])  # duplicate rows, N < D
+    g = GaussianLayerModel(cov=cov).fit(Y)
+    probe = np.vstack([Y[:2], Y[:2] + 1.0])
+    for out in (
+        g.score_samples(probe),
+        g.mahalanobis(probe),
+        g.unit_contributions(probe),
+        g.unit_zscores(probe),
+        g.sample(3, random_state=0),
+    ):
+        assert np.all(np.isfinite(out))
+    assert np.all(
+        np.isfinite(GaussianLayerModel(cov=cov).fit(np.ones((1, 4))).score_samples(probe[:, :4]))
+    )
+
+
+def test_auto_picks_lowrank_for_wide_layers():
+    g = fit_gaussian(moments_from_array(RNG.normal(size=(20, 50))), cov="auto")
+    assert g.cov_type_ == "lowrank" and g.components_.shape[1] == 19
+    assert fit_gaussian(moments_from_array(X), cov="auto").cov_type_ == "full"
+
+
+def test_bad_specs_raise():
+    with pytest.raises(ActstatsError, match="--cov 'lowrank:0' is not understood"):
+        parse_cov_spec("lowrank:0")
+    g = GaussianLayerModel(cov="diag").fit(X)
+    with pytest.raises(ActstatsError, match=r"expected \(n_samples, 6\)"):
+        g.score_samples(np.zeros((2, 5)))
+    with pytest.raises(ActstatsError, match="0 rows"):
+        fit_gaussian(moments_from_array(np.zeros((0, 3))))

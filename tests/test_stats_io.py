@@ -1,0 +1,138 @@
+"""Model directories: exact round trip, and every kind of tampering refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actstats.errors import ActstatsError
+from actstats.fit import fit_store
+from actstats.models import load
+from actstats.stats.io import _sha256
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _store_factory import linear_chain, make_store
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    d = tmp_path_factory.mktemp("io")
+    acts, labels, names = linear_chain(60)
+    make_store(d / "s.zarr", acts, labels, names)
+    fit_store(d / "s.zarr", d / "m", mixture="2", cov="lowrank:2")
+    return d / "m"
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(saved, tmp_path / "m"))
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+def test_round_trip_exact(saved, tmp_path):
+    m = load(saved)
+    m.save(tmp_path / "again")
+    m2 = load(tmp_path / "again")
+    assert m2.classes == m.classes == ["cat", "dog", "__all__"]
+    assert m2.layers == ["a", "b", "c"] and m2.provenance == m.provenance
+    for c in m.classes:
+        for layer in m.layers:
+            for a, b in (
+                (m[c].gaussian(layer), m2[c].gaussian(layer)),
+                (m[c].mixture(layer), m2[c].mixture(layer)),
+            ):
+                sa, sb = a.to_state(), b.to_state()
+                assert sa[0] == sb[0]
+                for k in sa[1]:
+                    np.testing.assert_array_equal(sa[1][k], sb[1][k])
+    x = np.ones((2, 5))
+    np.testing.assert_array_equal(m["cat"]["a"].score_samples(x), m2["cat"]["a"].score_samples(x))
+    prov = m.provenance
+    assert prov["model"] == "toy" and prov["class_names"] == ["cat", "dog"]
+    assert prov["fit"]["cov"] == "lowrank:2" and "actstats_version" in prov
+
+
+def _entry_file(path: Path, name: str = "mean") -> tuple[dict, Path]:
+    man = _manifest(path)
+    meta = man["entries"][0]["arrays"][name]
+    return man, path / meta["file"]
+
+
+def test_corrupt_manifest_refused(saved, tmp_path):
+    p = _copy(saved, tmp_path)
+    (p / "manifest.json").write_text("{not json")
+    with pytest.raises(ActstatsError, match=r"manifest\.json is not valid JSON"):
+        load(p)
+
+
+def test_schema_violation_names_the_field(saved, tmp_path):
+    p = _copy(saved, tmp_path)
+    man = _manifest(p)
+    man["entries"][0]["kind"] = "pickle"
+    (p / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ActstatsError, match="field entries/0/kind fails the manifest schema"):
+        load(p)
+
+
+def test_missing_array_refused(saved, tmp_path):
+    p = _copy(saved, tmp_path)
+    _, f = _entry_file(p)
+    f.unlink()
+    with pytest.raises(ActstatsError, match=r"array file .*mean\.npy is missing"):
+        load(p)
+
+
+def test_changed_byte_refused(saved, tmp_path):
+    p = _copy(saved, tmp_path)
+    _, f = _entry_file(p)
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ActstatsError, match="does not match its sha256"):
+        load(p)
+
+
+def _replace(p: Path, arr_bytes_writer, name: str = "mean") -> None:
+    man, f = _entry_file(p, name)
+    arr_bytes_writer(f)
+    man["entries"][0]["arrays"][name]["sha256"] = _sha256(f)  # a forger also fixes the hash
+    (p / "manifest.json").write_text(json.dumps(man))
+
+
+def test_pickle_inside_refused(saved, tmp_path):
+    p = _copy(saved, tmp_path)
+    _replace(p, lambda f: np.save(f, np.array([{"x": 1}], dtype=object), allow_pickle=True))
+    with pytest.raises(ActstatsError, match=r"holds Python objects \(pickle\); refused"):
+        load(p)
+
+
+def test_wrong_shape_refused(saved, tmp_path):
+    p = _copy(saved, tmp_path)
+    _replace(p, lambda f: np.save(f, np.zeros(7)))
+    with pytest.raises(ActstatsError, match=r"has shape \[7\]; the manifest says \[5\]"):
+        load(p)
+
+
+def test_truncated_file_refused(saved, tmp_path):
+    p = _copy(saved, tmp_path)
+    _replace(p, lambda f: f.write_bytes(f.read_bytes()[:60]))
+    with pytest.raises(ActstatsError, match="cannot be read"):
+        load(p)
+
+
+def test_missing_dir_and_overwrite(saved, tmp_path):
+    with pytest.raises(ActstatsError, match="is not a model directory"):
+        load(tmp_path / "nope")
+    with pytest.raises(ActstatsError, match="exists; pass --overwrite"):
+        load(saved).save(saved)
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(ActstatsError, match="not an actstats model directory"):
+        load(saved).save(tmp_path / "junk", overwrite=True)
