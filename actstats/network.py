@@ -63,7 +63,7 @@ def state_dict_sha256(module: nn.Module) -> str:
     for key, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
         digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
 
@@ -126,6 +126,7 @@ class Network:
             self.weights_sha256 = state_dict_sha256(self.module)
         self._modules = dict(self.module.named_modules())
         self._fx_nodes: list[str] | None = None
+        self._fx_extractors: dict[tuple[str, ...], nn.Module] = {}
 
     # ----------------------------------------------------------------- names
     def layer_names(self) -> list[str]:
@@ -161,13 +162,14 @@ class Network:
                 from torchvision.models.feature_extraction import get_graph_node_names
 
                 self._fx_nodes = get_graph_node_names(self.module)[1]
-            except Exception:  # noqa: BLE001 - models FX cannot trace have only module names
+            except Exception:
                 self._fx_nodes = []
         return self._fx_nodes
 
     # ------------------------------------------------------------ activations
-    def activations(self, inputs: torch.Tensor, layers: Iterable[str],
-                    *, run_to_end: bool = False) -> dict[str, torch.Tensor]:
+    def activations(
+        self, inputs: torch.Tensor, layers: Iterable[str], *, run_to_end: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Activations of ``layers`` for a batch of preprocessed ``inputs``.
 
         Differentiable (no ``no_grad`` inside); callers wrap in
@@ -186,7 +188,7 @@ class Network:
             def hook(_module: nn.Module, _inp: Any, output: torch.Tensor) -> None:
                 out[mod_name] = output
                 if not run_to_end and wanted.issubset(out):
-                    raise _StopForward
+                    raise _StopForwardError
 
             return hook
 
@@ -194,19 +196,23 @@ class Network:
             handles.append(self._modules[mod_name].register_forward_hook(make_hook(mod_name)))
         try:
             self.module(inputs)
-        except _StopForward:
+        except _StopForwardError:
             pass
         finally:
             for h in handles:
                 h.remove()
         return {layer: out[t] for layer, t in targets.items()}
 
-    def _fx_activations(self, inputs: torch.Tensor,
-                        targets: dict[str, str]) -> dict[str, torch.Tensor]:
+    def _fx_activations(
+        self, inputs: torch.Tensor, targets: dict[str, str]
+    ) -> dict[str, torch.Tensor]:
         from torchvision.models.feature_extraction import create_feature_extractor
 
-        nodes = sorted(set(targets.values()))
-        extractor = create_feature_extractor(self.module, return_nodes=nodes)
+        nodes = tuple(sorted(set(targets.values())))
+        extractor = self._fx_extractors.get(nodes)
+        if extractor is None:  # tracing costs far more than a small batch's forward
+            extractor = create_feature_extractor(self.module, return_nodes=list(nodes))
+            self._fx_extractors[nodes] = extractor
         feats = extractor(inputs)
         return {layer: feats[t] for layer, t in targets.items()}
 
@@ -218,8 +224,11 @@ class Network:
         handles = []
         for name, mod in self._modules.items():
             if name and not list(mod.children()):
-                handles.append(mod.register_forward_hook(
-                    lambda _m, _i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:]))))
+                handles.append(
+                    mod.register_forward_hook(
+                        lambda _m, _i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:]))
+                    )
+                )
         try:
             with torch.inference_mode():
                 self.module(x)
@@ -229,14 +238,71 @@ class Network:
         rows = []
         for name, shape in shapes.items():
             mod = self._modules[name]
-            rows.append(LayerInfo(self.alias_of(name), name, type(mod).__name__, shape,
-                                  sum(p.numel() for p in mod.parameters())))
+            rows.append(
+                LayerInfo(
+                    self.alias_of(name),
+                    name,
+                    type(mod).__name__,
+                    shape,
+                    sum(p.numel() for p in mod.parameters()),
+                )
+            )
         return rows
+
+    def layer_shapes(self, layers: Iterable[str]) -> dict[str, tuple[int, ...]]:
+        """One image's activation shape per layer, ordered shallow to deep.
+
+        The order is the order in which a forward pass computes the layers, so
+        stores and fitted models list layers the way ancestral sampling walks them.
+        """
+        layers = list(dict.fromkeys(layers))
+        size = self.preprocessing.crop
+        x = torch.zeros(1, 3, size, size, device=self.device)
+        targets = {layer: self.module_name(layer) for layer in layers}
+        order: list[str] = []
+        handles = [
+            self._modules[t].register_forward_hook(lambda _m, _i, _o, t=t: order.append(t))
+            for t in set(targets.values())
+            if t in self._modules
+        ]
+        try:
+            with torch.inference_mode():
+                acts = self.activations(x, layers, run_to_end=True)
+        finally:
+            for h in handles:
+                h.remove()
+        nodes = self._graph_nodes()
+
+        def rank(layer: str) -> int:
+            t = targets[layer]
+            if nodes:  # a module's output is the last graph node inside it
+                return max(i for i, n in enumerate(nodes) if n == t or n.startswith(t + "."))
+            return order.index(t)
+
+        return {layer: tuple(acts[layer].shape[1:]) for layer in sorted(layers, key=rank)}
+
+    def default_layers(self) -> list[str]:
+        """Layers collected when none are named, shallow to deep.
+
+        VGG-shaped nets: the last conv of each of the last three conv blocks and
+        every fc layer (VGG16: conv3_3, conv4_3, conv5_3, fc6, fc7, fc8; the
+        digits net: conv3_2, conv4_1, conv5_1, fc6, fc7, fc8) -- mid-level to
+        logits, the layers synthesis needs priors on. Other nets: the last
+        three top-level children that hold parameters (ResNet: layer3, layer4, fc).
+        """
+        if self.aliases:
+            convs = [a for a in self.aliases if a.startswith("conv")]
+            last_in_block: dict[str, str] = {}
+            for alias in convs:
+                last_in_block[alias.split("_")[0]] = alias
+            fcs = [a for a in self.aliases if a.startswith("fc")]
+            return list(last_in_block.values())[-3:] + fcs
+        children = [n for n, m in self.module.named_children() if any(True for _ in m.parameters())]
+        return children[-3:]
 
     def output_shape(self, layer: str) -> tuple[int, ...]:
         """Shape of one image's activation at ``layer`` (no batch axis)."""
-        x = torch.zeros(1, 3, self.preprocessing.crop, self.preprocessing.crop,
-                        device=self.device)
+        x = torch.zeros(1, 3, self.preprocessing.crop, self.preprocessing.crop, device=self.device)
         with torch.inference_mode():
             return tuple(self.activations(x, [layer])[layer].shape[1:])
 
@@ -251,34 +317,40 @@ class Network:
             if not self.categories:
                 raise ActstatsError(
                     f"--neuron {spec}: model {self.name} has no class names; "
-                    f"use an index 0..{n_units - 1}")
+                    f"use an index 0..{n_units - 1}"
+                )
             index = _find_category(self.categories, spec.class_name)
             if index is None:
                 sample = ", ".join(c.replace(" ", "_") for c in self.categories[:8])
                 raise ActstatsError(
                     f"--neuron {spec}: unknown class {spec.class_name!r}; valid names include "
-                    f"{sample}, ... ({len(self.categories)} in all)")
+                    f"{sample}, ... ({len(self.categories)} in all)"
+                )
             label = self.categories[index]
         else:
             index = int(spec.index)  # type: ignore[arg-type]
         if not 0 <= index < n_units:
             raise ActstatsError(
                 f"--neuron {spec}: index {index} out of range; layer {spec.layer} has units "
-                f"0..{n_units - 1}")
+                f"0..{n_units - 1}"
+            )
         if spec.yx is not None:
             if len(shape) != 3:
-                raise ActstatsError(f"--neuron {spec}: @Y,X needs a conv layer; "
-                                    f"{spec.layer} has shape {shape}")
+                raise ActstatsError(
+                    f"--neuron {spec}: @Y,X needs a conv layer; {spec.layer} has shape {shape}"
+                )
             y, x = spec.yx
             if not (0 <= y < shape[1] and 0 <= x < shape[2]):
-                raise ActstatsError(f"--neuron {spec}: position out of range; "
-                                    f"valid Y 0..{shape[1] - 1}, X 0..{shape[2] - 1}")
+                raise ActstatsError(
+                    f"--neuron {spec}: position out of range; "
+                    f"valid Y 0..{shape[1] - 1}, X 0..{shape[2] - 1}"
+                )
         if label is None and self.categories and len(self.categories) == n_units:
             label = self.categories[index]
         return ResolvedNeuron(spec.layer, module, index, spec.yx, label)
 
 
-class _StopForward(Exception):
+class _StopForwardError(Exception):
     """Raised by a hook to skip the layers after the deepest one requested."""
 
 
@@ -294,9 +366,13 @@ def _find_category(categories: list[str], name: str) -> int | None:
 
 
 # ------------------------------------------------------------------ loading
-def load_network(model: str | nn.Module, weights: str | None = None, *,
-                 device: str | torch.device = "cpu",
-                 preprocessing: Preprocessing | None = None) -> Network:
+def load_network(
+    model: str | nn.Module,
+    weights: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    preprocessing: Preprocessing | None = None,
+) -> Network:
     """Build a :class:`Network` from a name, a factory path or a module.
 
     Parameters
@@ -332,40 +408,57 @@ def load_network(model: str | nn.Module, weights: str | None = None, *,
     declared = getattr(module, "actstats_preprocessing", declared)
     if isinstance(declared, dict):
         declared = Preprocessing.from_dict(declared)
-    return Network(module=module, name=name, weights=str(weights),
-                   preprocessing=preprocessing or declared or Preprocessing(),
-                   categories=list(categories) if categories else None, device=dev)
+    return Network(
+        module=module,
+        name=name,
+        weights=str(weights),
+        preprocessing=preprocessing or declared or Preprocessing(),
+        categories=list(categories) if categories else None,
+        device=dev,
+    )
 
 
-def _from_torchvision(name: str, weights: str
-                      ) -> tuple[nn.Module, Preprocessing | None, list[str] | None]:
+def _from_torchvision(
+    name: str, weights: str
+) -> tuple[nn.Module, Preprocessing | None, list[str] | None]:
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise ActstatsError(
             f"--model {name!r}: not a torchvision classification model nor package.module:factory;"
-            f" available include {', '.join(sorted(available)[:12])}, ... ({len(available)})")
+            f" available include {', '.join(sorted(available)[:12])}, ... ({len(available)})"
+        )
     if weights == "imagenet":
         wenum = torchvision.models.get_model_weights(name).DEFAULT
         module = torchvision.models.get_model(name, weights=None)
         try:
             module.load_state_dict(wenum.get_state_dict(progress=True, check_hash=True))
-        except Exception as exc:  # noqa: BLE001 - no network, proxy, bad cache...
+        except Exception as exc:
             raise ActstatsError(
                 f"--weights imagenet: could not download {wenum} ({type(exc).__name__}); "
-                f"download {wenum.url} elsewhere and pass --weights PATH") from None
-        return (module, Preprocessing.from_torchvision(wenum.transforms()),
-                list(wenum.meta["categories"]))
+                f"download {wenum.url} elsewhere and pass --weights PATH"
+            ) from None
+        return (
+            module,
+            Preprocessing.from_torchvision(wenum.transforms()),
+            list(wenum.meta["categories"]),
+        )
     if weights == "none":
-        warnings.warn(f"--weights none: {name} has random weights; its activations "
-                      "describe no real images", stacklevel=3)
-    torch.manual_seed(0)  # random init is reproducible, so its sha256 is stable
-    module = torchvision.models.get_model(name, weights=None)
-    categories = None
-    try:
-        categories = list(torchvision.models.get_model_weights(name).DEFAULT.meta["categories"])
-    except (KeyError, ValueError, AttributeError):
-        pass
-    return module, None, categories
+        warnings.warn(
+            f"--weights none: {name} has random weights; its activations describe no real images",
+            stacklevel=3,
+        )
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG alone
+        torch.manual_seed(0)  # random init is reproducible, so its sha256 is stable
+        module = torchvision.models.get_model(name, weights=None)
+    try:  # a local file or random init still follows the architecture's usual recipe
+        default = torchvision.models.get_model_weights(name).DEFAULT
+        return (
+            module,
+            Preprocessing.from_torchvision(default.transforms()),
+            list(default.meta["categories"]),
+        )
+    except (KeyError, ValueError, AttributeError, TypeError):
+        return module, None, None
 
 
 def _from_factory(spec: str) -> tuple[nn.Module, str, Preprocessing | None, list[str] | None]:
@@ -379,15 +472,18 @@ def _from_factory(spec: str) -> tuple[nn.Module, str, Preprocessing | None, list
         raise ActstatsError(f"--model {spec}: {mod_name} has no callable {attr!r}")
     module = factory()
     if not isinstance(module, nn.Module):
-        raise ActstatsError(f"--model {spec}: the factory returned {type(module).__name__}, "
-                            "not a torch.nn.Module")
+        raise ActstatsError(
+            f"--model {spec}: the factory returned {type(module).__name__}, not a torch.nn.Module"
+        )
     return module, spec, None, None
 
 
 def _load_state_dict_file(module: nn.Module, path: Path) -> None:
     if not path.is_file():
-        raise ActstatsError(f"--weights {path}: no such file; use imagenet, none or a path "
-                            "to a .pth/.pt/.safetensors state dict")
+        raise ActstatsError(
+            f"--weights {path}: no such file; use imagenet, none or a path "
+            "to a .pth/.pt/.safetensors state dict"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -395,7 +491,7 @@ def _load_state_dict_file(module: nn.Module, path: Path) -> None:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle refusal, truncation, wrong format
+    except Exception as exc:
         raise ActstatsError(f"--weights {path}: not a loadable state dict ({exc})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

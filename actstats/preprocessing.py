@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2 as T
+from torchvision.transforms import v2 as T  # noqa: N812 - torchvision convention
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing"]
 
@@ -70,8 +70,9 @@ class Preprocessing:
         return T.Compose(
             [
                 T.PILToTensor(),
-                T.Resize(self.resize, interpolation=InterpolationMode(self.interpolation),
-                         antialias=True),
+                T.Resize(
+                    self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True
+                ),
                 T.CenterCrop(self.crop),
                 T.ToDtype(torch.float32, scale=True),
                 T.Normalize(self.mean, self.std),

@@ -1,0 +1,5 @@
+"""``python -m actstats`` runs the command-line interface."""
+
+from actstats.cli import main
+
+main()

@@ -1,0 +1,334 @@
+"""The collect pipeline end to end: store contents equal a direct forward pass."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+from PIL import Image
+from typer.testing import CliRunner
+
+import actstats.cli
+from actstats.collect import collect
+from actstats.data import discover, load_image
+from actstats.digits import write_digit_folders
+from actstats.errors import ActstatsError
+from actstats.network import Network, load_network
+from actstats.preprocessing import Preprocessing
+from actstats.reduce import parse_reduction
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def digits_net() -> Network:
+    """The digits VGG with its factory's seeded weights: instant, and as good as trained
+    ones for checking that the store holds what the network computes."""
+    return load_network("actstats.digits:digits_vgg")
+
+
+@pytest.fixture(scope="module")
+def digits_weights(digits_net: Network, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Those weights as a .pth file, for the CLI's --weights PATH."""
+    path = tmp_path_factory.mktemp("weights") / "digits_vgg.pth"
+    torch.save(digits_net.module.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three digit classes, 12 images each (a few chunks at chunk_size 8)."""
+    return write_digit_folders(
+        tmp_path_factory.mktemp("small"), per_class=12, classes=("one", "three", "zero")
+    )
+
+
+def _direct(net: Network, root: Path, layers: list[dict]) -> dict[str, np.ndarray]:
+    """The reference: every image through the network one batch at a time, no dask."""
+    ds = discover(root)
+    x = torch.stack([net.preprocessing(load_image(ds.absolute(i))) for i in range(len(ds.paths))])
+    with torch.inference_mode():
+        acts = net.activations(x.to(net.device), [e["name"] for e in layers])
+    return {e["name"]: parse_reduction(e["reduce"])(acts[e["name"]]).numpy() for e in layers}
+
+
+def test_digits_store_equals_direct_forward(
+    digits_net: Network, small_root: Path, tmp_path: Path
+) -> None:
+    summary = collect(
+        small_root,
+        tmp_path / "s.zarr",
+        network=digits_net,
+        batch_size=4,
+        chunk_size=8,
+        progress=False,
+        reduce={"conv3_2": "mean", "conv4_1": "grid:2"},
+    )
+    assert (summary.n_images, summary.n_classes, summary.skipped) == (36, 3, {})
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    attrs = g.attrs["actstats"]
+    assert [e["name"] for e in attrs["layers"]] == [
+        "conv3_2",
+        "conv4_1",
+        "conv5_1",
+        "fc6",
+        "fc7",
+        "fc8",
+    ]
+    assert attrs["class_names"] == ["one", "three", "zero"] and attrs["complete"]
+    assert attrs["weights_sha256"] == digits_net.weights_sha256
+    assert list(g["images/label"][:]) == [0] * 12 + [1] * 12 + [2] * 12
+    assert g["images/done"][:].all() and g["images/ok"][:].all()
+    expected = _direct(digits_net, small_root, attrs["layers"])
+    for name, ref in expected.items():
+        assert g[f"acts/{name}"].chunks == (8, ref.shape[1])
+        np.testing.assert_allclose(g[f"acts/{name}"][:], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_float16_store_and_xarray(digits_net: Network, small_root: Path, tmp_path: Path) -> None:
+    collect(
+        small_root,
+        tmp_path / "h.zarr",
+        network=digits_net,
+        layers=["fc7", "conv5_1"],
+        dtype="float16",
+        progress=False,
+    )
+    ds = xr.open_zarr(tmp_path / "h.zarr", group="acts", consolidated=False)
+    assert ds["fc7"].dtype == np.float16 and ds["fc7"].dims == ("image", "fc7_unit")
+    images = xr.open_zarr(tmp_path / "h.zarr", group="images", consolidated=False)
+    assert (
+        str(images["path"].values[0])
+        == "one/" + sorted(p.name for p in (small_root / "one").iterdir())[0]
+    )
+    ref = _direct(
+        digits_net,
+        small_root,
+        zarr.open_group(str(tmp_path / "h.zarr")).attrs["actstats"]["layers"],
+    )
+    np.testing.assert_allclose(
+        ds["fc7"].values.astype(np.float32), ref["fc7"], rtol=2e-3, atol=2e-3
+    )
+
+
+@pytest.fixture(scope="module")
+def photo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-image sample photos as two classes (one grayscale JPEG among them)."""
+    import skimage.data
+
+    root = tmp_path_factory.mktemp("photos")
+    for cls, names in {
+        "animals": ("cat", "chelsea", "horse"),
+        "things": ("astronaut", "coffee", "rocket", "camera"),
+    }.items():
+        (root / cls).mkdir()
+        for name in names:
+            Image.fromarray(getattr(skimage.data, name)()).save(root / cls / f"{name}.jpg")
+    return root
+
+
+def test_resnet18_module_and_graph_node_layers(photo_root: Path, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        net = load_network("resnet18", "none", preprocessing=Preprocessing(resize=72, crop=64))
+    layers = ["fc", "layer3.1.add", "layer3.1"]  # module, FX graph node, module
+    summary = collect(
+        photo_root,
+        tmp_path / "r.zarr",
+        network=net,
+        layers=layers,
+        reduce={"layer3.1.add": "mean"},
+        batch_size=3,
+        progress=False,
+    )
+    assert summary.n_images == 7
+    g = zarr.open_group(str(tmp_path / "r.zarr"), mode="r")
+    plan = g.attrs["actstats"]["layers"]
+    assert [e["name"] for e in plan] == ["layer3.1.add", "layer3.1", "fc"]  # shallow -> deep
+    assert [e["reduce"] for e in plan] == ["mean", "grid:2", "full"]
+    expected = _direct(net, photo_root, plan)
+    for name, ref in expected.items():
+        np.testing.assert_allclose(g[f"acts/{name}"][:], ref, rtol=1e-4, atol=1e-4)
+
+
+def _bad_files(root: Path) -> None:
+    good = next((root / "one").glob("*.png")).read_bytes()
+    (root / "one" / "empty.png").write_bytes(b"")
+    (root / "one" / "notes.txt").write_text("not an image")
+    (root / "one" / "trunc.png").write_bytes(good[: len(good) // 2])
+    (root / "one" / "dangling.png").symlink_to(root / "nowhere.png")
+    (root / "ghost").mkdir()
+
+
+def test_bad_files_are_recorded_and_run_goes_on(
+    digits_net: Network, small_root: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(small_root, root)
+    _bad_files(root)
+    summary = collect(
+        root, tmp_path / "b.zarr", network=digits_net, layers=["fc8"], chunk_size=8, progress=False
+    )
+    assert summary.n_images == 36
+    assert summary.skipped == {
+        "empty file": 1,
+        "not an image": 1,
+        "truncated": 1,
+        "broken symlink": 1,
+        "empty class folder": 1,
+    }
+    g = zarr.open_group(str(tmp_path / "b.zarr"), mode="r")
+    bad = dict(zip(g["errors/path"][:], g["errors/reason"][:], strict=True))
+    assert bad["one/notes.txt"] == "not an image" and bad["ghost/"] == "empty class folder"
+    ok, paths = g["images/ok"][:], list(g["images/path"][:])
+    assert not ok[paths.index("one/empty.png")] and ok.sum() == 36
+    assert np.isnan(g["acts/fc8"][paths.index("one/trunc.png")]).all()
+    assert g.attrs["actstats"]["class_names"] == ["one", "three", "zero"]
+
+
+def test_existing_store_is_refused_unless_overwrite(
+    digits_net: Network, small_root: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "o.zarr"
+    collect(small_root, store, network=digits_net, layers=["fc8"], progress=False)
+    again = collect(small_root, store, network=digits_net, layers=["fc8"], progress=False)
+    assert again.chunks_written == 0 and again.n_images == 36
+    with pytest.raises(ActstatsError, match=r"different layers; pass --overwrite"):
+        collect(small_root, store, network=digits_net, layers=["fc7"], progress=False)
+    with pytest.raises(ActstatsError, match=r"different file list"):
+        collect(small_root, store, network=digits_net, layers=["fc8"], per_class=5, progress=False)
+    summary = collect(
+        small_root, store, network=digits_net, layers=["fc7"], overwrite=True, progress=False
+    )
+    assert summary.chunks_written == 1
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(ActstatsError, match=r"not an actstats store"):
+        collect(small_root, tmp_path / "junk", network=digits_net, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"layers": ["conv9_9"]}, r"unknown layer 'conv9_9'.*available: conv1_1"),
+        ({"reduce": {"fc8": "mean"}}, r"fc8=mean: needs a conv layer"),
+        ({"reduce": {"fc7": "grid:0"}}, r"use full, mean or grid:S"),
+        ({"reduce": {"conv5_1": "grid:3"}}, r"S must be 1..2"),
+        ({"reduce": {"fc5": "full"}}, r"--reduce fc5: not a collected layer"),
+        ({"classes": ["eleven"]}, r"unknown class 'eleven'.*valid: one, three, zero"),
+        ({"dtype": "int8"}, r"use float16 or float32"),
+    ],
+)
+def test_user_errors(
+    digits_net: Network, small_root: Path, tmp_path: Path, kwargs: dict, match: str
+) -> None:
+    with pytest.raises(ActstatsError, match=match):
+        collect(small_root, tmp_path / "e.zarr", network=digits_net, progress=False, **kwargs)
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(ActstatsError, match=r"ROOT .*nope: no such directory"):
+        collect(tmp_path / "nope", tmp_path / "s.zarr", progress=False)
+
+
+# ------------------------------------------------------------------------ CLI
+def _weights_args(digits_weights: Path) -> list[str]:
+    return [
+        "--model",
+        "actstats.digits:digits_vgg",
+        "--weights",
+        str(digits_weights),
+        "--device",
+        "cpu",
+    ]
+
+
+def test_cli_collect_exit_codes(small_root: Path, digits_weights: Path, tmp_path: Path) -> None:
+    args = [
+        "collect",
+        str(small_root),
+        "-o",
+        str(tmp_path / "c.zarr"),
+        "--layers",
+        "fc7,fc8",
+        "--reduce",
+        "fc7=full",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        *_weights_args(digits_weights),
+    ]
+    result = runner.invoke(actstats.cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert "images" in result.output and "36" in result.output
+    root = tmp_path / "data"
+    shutil.copytree(small_root, root)
+    (root / "three" / "x.png").write_bytes(b"")
+    args[1], args[3] = str(root), str(tmp_path / "d.zarr")
+    result = runner.invoke(actstats.cli.app, args)
+    assert result.exit_code == 2, result.output
+    assert "skipped: empty file" in result.output
+
+
+def test_cli_run_spec_with_flag_override(
+    small_root: Path, digits_weights: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "run.toml"
+    spec.write_text(f"""
+[collect]
+root = "{small_root}"
+store = "spec.zarr"
+model = "actstats.digits:digits_vgg"
+weights = "{digits_weights}"
+layers = ["fc8"]
+device = "cpu"
+dtype = "float16"
+""")
+    result = runner.invoke(
+        actstats.cli.app, ["collect", str(spec), "--dtype", "float32", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    attrs = zarr.open_group(str(tmp_path / "spec.zarr"), mode="r").attrs["actstats"]
+    assert attrs["dtype"] == "float32" and [e["name"] for e in attrs["layers"]] == ["fc8"]
+    spec.write_text('[collect]\nroot = "x"\nstore = "y"\nbatch_size = 0\n')
+    result = runner.invoke(actstats.cli.app, ["collect", str(spec)])
+    assert result.exit_code == 1
+    assert "collect.batch_size: 0 is less than the minimum of 1" in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--reduce", "fc8"], "expected LAYER=full|mean|grid:S"),
+        (["--layers", "nope"], "unknown layer 'nope'"),
+        (["--classes", "one,eleven"], "unknown class 'eleven'"),
+        (["--device", "tpu"], "use auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    small_root: Path, digits_weights: Path, tmp_path: Path, extra: list[str], match: str
+) -> None:
+    args = [
+        "collect",
+        str(small_root),
+        "-o",
+        str(tmp_path / "e.zarr"),
+        "--no-progress",
+        *_weights_args(digits_weights)[:4],
+        *extra,
+    ]
+    if "--device" not in extra:
+        args += ["--device", "cpu"]
+    result = runner.invoke(actstats.cli.app, args)
+    assert result.exit_code == 1
+    assert match in result.output and "Traceback" not in result.output
+
+
+def test_cli_needs_a_store(small_root: Path) -> None:
+    result = runner.invoke(actstats.cli.app, ["collect", str(small_root)])
+    assert result.exit_code == 1 and "no output store; pass -o STORE" in result.output

@@ -1,0 +1,82 @@
+"""The zarr layout: allocation, region writes, done flags, validation, plain readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actstats.errors import ActstatsError
+from actstats.store import (
+    create_store,
+    default_chunk_size,
+    open_store,
+    validate_attrs,
+    write_chunk,
+    write_errors,
+)
+
+
+def _attrs(n: int = 10, chunk: int = 4) -> dict:
+    return {
+        "version": "1",
+        "model": "m",
+        "weights": "none",
+        "weights_sha256": None,
+        "preprocessing": {"resize": 8, "crop": 8, "mean": [0.5] * 3, "std": [0.5] * 3},
+        "layers": [{"name": "fc", "module": "fc", "reduce": "full", "shape": [3], "dim": 3}],
+        "class_names": ["a", "b"],
+        "chunk_size": chunk,
+        "n_images": n,
+        "dtype": "float32",
+        "complete": False,
+    }
+
+
+def test_create_write_open(tmp_path: Path) -> None:
+    paths = [f"a/{i}.png" for i in range(5)] + [f"b/{i}.png" for i in range(5)]
+    labels = np.repeat([0, 1], 5)
+    store = create_store(tmp_path / "s.zarr", _attrs(), paths, labels)
+    assert not store.done.any() and len(store.done) == 3
+    write_chunk(store, 2, {"fc": np.ones((2, 3))}, np.array([True, False]), ["", "corrupt"])
+    with pytest.raises(ValueError, match="not chunk 1"):
+        write_chunk(store, 1, {"fc": np.ones((2, 3))}, np.array([True, True]), ["", ""])
+    write_errors(store, [("b/4.png", "corrupt")])
+    opened = open_store(tmp_path / "s.zarr")
+    assert list(opened.done) == [False, False, True]
+    acts = opened.acts("fc")[:]
+    assert np.isnan(acts[:8]).all() and (acts[8:] == 1).all()
+    assert opened.errors() == [("b/4.png", "corrupt")]
+    plain = zarr.open(str(tmp_path / "s.zarr"), mode="r")
+    assert list(plain["images/path"][:]) == paths
+    assert plain["images/label"].dtype == np.int32
+    ds = xr.open_zarr(tmp_path / "s.zarr", group="images", consolidated=False)
+    assert ds["ok"].dims == ("image",) and int(ds["ok"].sum()) == 1
+    with pytest.raises(ActstatsError, match="no layer 'conv'"):
+        opened.acts("conv")
+
+
+def test_refusals(tmp_path: Path) -> None:
+    create_store(tmp_path / "s.zarr", _attrs(), ["x"] * 10, np.zeros(10))
+    with pytest.raises(ActstatsError, match="already exists; pass --overwrite"):
+        create_store(tmp_path / "s.zarr", _attrs(), ["x"] * 10, np.zeros(10))
+    bad = _attrs() | {"dtype": "int8"}
+    with pytest.raises(ActstatsError, match=r"attrs field dtype: 'int8' is not one of"):
+        validate_attrs(bad)
+    with pytest.raises(ActstatsError, match="not a zarr group"):
+        open_store(tmp_path / "nothing.zarr")
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    with pytest.raises(ActstatsError, match="no actstats metadata"):
+        open_store(tmp_path / "plain.zarr")
+
+
+@given(batch=st.integers(1, 512), row_bytes=st.integers(1, 10**7))
+def test_default_chunk_size(batch: int, row_bytes: int) -> None:
+    chunk = default_chunk_size(batch, row_bytes)
+    assert chunk % batch == 0 and batch <= chunk <= 8 * batch
+    assert chunk == batch or chunk * row_bytes <= 32 * 2**20
