@@ -10,11 +10,11 @@ the command line override the spec.
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import tomllib
 
 from actstats.errors import ActstatsError
 
