@@ -1,0 +1,123 @@
+"""Realism measures for synthesized images: pure functions on arrays, no file I/O.
+
+* :func:`target_probability` - softmax probability of the target class;
+* :func:`layer_nll` - negative log-likelihood of a layer's activations under the
+  fitted class model (per image, optionally per unit);
+* :func:`activation_statistics` / :func:`frechet_distance` - per-layer Fréchet
+  distance between generated and real activations (pytorch-fid's formula, with
+  its ``sqrtm`` retry and imaginary-part check);
+* :func:`diversity` - mean pairwise distance of a batch in a feature layer;
+* :func:`judge_agreement` - how often another network agrees on the class.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+from scipy.special import softmax
+
+from actstats.errors import ActstatsError
+
+__all__ = [
+    "activation_statistics",
+    "diversity",
+    "frechet_distance",
+    "frechet_distance_between",
+    "judge_agreement",
+    "layer_nll",
+    "target_probability",
+]
+
+
+def target_probability(logits: np.ndarray, index: int) -> np.ndarray:
+    """Softmax probability of class ``index`` for each row of ``logits`` (n, C) -> (n,)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return softmax(logits, axis=1)[:, index]
+
+
+def layer_nll(model: Any, X: np.ndarray, *, per_unit: bool = False) -> np.ndarray:
+    """Negative log-likelihood of each row of ``X`` (n, D) under a fitted layer model.
+
+    ``per_unit`` divides by the model's dimension (D, or the reduced dimension of
+    a mixture) so layers of different widths can be compared.
+    """
+    nll = -np.asarray(model.score_samples(np.asarray(X, dtype=np.float64)))
+    if per_unit:
+        basis = getattr(model, "basis_", None)
+        nll = nll / (basis.shape[1] if basis is not None else model.n_features_)
+    return nll
+
+
+def activation_statistics(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and covariance (D, D) of the rows of ``X`` (unbiased, as pytorch-fid)."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 2:
+        raise ActstatsError(f"activations of shape {X.shape}: need (n >= 2, D) for statistics")
+    return X.mean(axis=0), np.atleast_2d(np.cov(X, rowvar=False))
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    ``||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrt(S1 S2))``. When the product is
+    singular (fewer samples than dimensions) ``eps`` is added to both diagonals
+    and ``sqrtm`` retried; an imaginary part larger than 1e-3 is an error.
+    """
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ActstatsError(
+            f"Fréchet distance: shapes differ ({mu1.shape} vs {mu2.shape}, "
+            f"{sigma1.shape} vs {sigma2.shape})"
+        )
+    diff = mu1 - mu2
+    covmean = _sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        warnings.warn(
+            f"Fréchet distance: singular product; adding {eps} to the diagonals",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ActstatsError(
+                f"Fréchet distance: sqrtm has an imaginary component "
+                f"{np.max(np.abs(covmean.imag)):.3g}; use more samples"
+            )
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = scipy.linalg.sqrtm(a)
+    return result[0] if isinstance(result, tuple) else result
+
+
+def frechet_distance_between(X: np.ndarray, Y: np.ndarray, eps: float = 1e-6) -> float:
+    """Fréchet distance between the activation statistics of rows ``X`` and rows ``Y``."""
+    return frechet_distance(*activation_statistics(X), *activation_statistics(Y), eps=eps)
+
+
+def diversity(features: np.ndarray) -> float:
+    """Mean Euclidean distance over all pairs of rows of ``features`` (n, D); 0 for n < 2."""
+    F = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    n = F.shape[0]
+    if n < 2:
+        return 0.0
+    sq = np.sum(F**2, axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * F @ F.T, 0.0)
+    return float(np.sqrt(d2)[np.triu_indices(n, 1)].mean())
+
+
+def judge_agreement(judge_logits: np.ndarray, index: int) -> float:
+    """Fraction of rows whose arg-max class under a judge network is ``index``."""
+    return float(np.mean(np.argmax(np.asarray(judge_logits), axis=1) == index))

@@ -1,0 +1,258 @@
+"""End to end on the digits: collect, fit, then sample with each method and through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import actstats
+import actstats.cli
+from actstats.collect import collect
+from actstats.digits import DIGIT_NAMES
+from actstats.errors import ActstatsError
+from actstats.fit import fit_store
+from actstats.layers import parse_neuron
+from actstats.network import Network, ResolvedNeuron, load_network
+from actstats.sample import (
+    check_network,
+    class_for_neuron,
+    class_stats,
+    imagenet_wnids,
+    sample_units,
+)
+from actstats.synth.recipes import default_config, sample_chain
+
+LAYERS = ["conv2_1", "conv3_2", "fc6", "fc7", "fc8"]
+REDUCE = {"conv2_1": "mean", "conv3_2": "grid:2"}
+CLASSES = (1, 3, 7)
+STEPS = 150
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def models_dir(
+    digits_root: Path,
+    digits_weights: Path,
+    digits_net: Network,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """The digits collected with the trained digits net and fitted per class (~5 s)."""
+    base = tmp_path_factory.mktemp("sample")
+    collect(
+        digits_root,
+        base / "store.zarr",
+        model="actstats.digits:digits_vgg",
+        weights=str(digits_weights),
+        network=digits_net,
+        layers=LAYERS,
+        reduce=REDUCE,
+        device="cpu",
+        progress=False,
+    )
+    fit_store(base / "store.zarr", base / "models")
+    return base / "models"
+
+
+@pytest.fixture(scope="module")
+def models(models_dir: Path) -> actstats.models.ModelSet:
+    return actstats.load(models_dir)
+
+
+@pytest.fixture(scope="module")
+def batches(models, digits_net: Network) -> dict[str, list]:
+    """Two samples for each of three classes, batched, for every method."""
+    neurons = [f"fc8:{c}" for c in CLASSES]
+    return {
+        m: sample_units(
+            models, digits_net, neurons, m, 2, seed=0, config=default_config(m, steps=STEPS)
+        )
+        for m in ("simonyan", "suppress", "ancestral")
+    }
+
+
+def _shallow_nll(results: list) -> float:
+    return float(np.mean([r.nll_per_unit[ly] for r in results for ly in LAYERS[:-1]]))
+
+
+@pytest.mark.parametrize("method", ["simonyan", "suppress", "ancestral"])
+def test_method_reaches_target_class(batches, method: str) -> None:
+    for c, results in zip(CLASSES, batches[method], strict=True):
+        assert [r.class_name for r in results] == [DIGIT_NAMES[c]] * 2
+        probs = [r.target_probability for r in results]
+        assert min(probs) > 0.9, (method, c, probs)
+        # the target rose from the zero image
+        assert results[0].target_history[-1] > results[0].target_history[0]
+
+
+def test_priors_give_more_likely_activations_than_simonyan(batches) -> None:
+    base = [_shallow_nll(r) for r in batches["simonyan"]]
+    for method in ("suppress", "ancestral"):
+        ours = [_shallow_nll(r) for r in batches[method]]
+        assert all(o < b for o, b in zip(ours, base, strict=True)), (method, ours, base)
+
+
+def test_ancestral_reports_chain_match(batches) -> None:
+    r = batches["ancestral"][0][0]
+    assert set(r.chain_match) == set(LAYERS)
+    assert r.chain_match["fc8"] < 3.0  # within a few class standard deviations
+
+
+def test_ancestral_chain_reproduces_conditional_moments(models, digits_net: Network) -> None:
+    stats = class_stats(models, "three")
+    neuron = digits_net.resolve_neuron(parse_neuron("fc8:3"))
+    chain = sample_chain(stats, neuron, LAYERS, 3000, quantile=0.95, random_state=0)
+    top = stats.models.conditional("fc8", given=("fc8", 3))
+    value = chain["fc8"][0, 3]
+    assert np.allclose(chain["fc8"][:, 3], value)
+    sd = np.sqrt(np.diagonal(top.covariances()[0])) + 1e-9
+    assert np.all(np.abs(chain["fc8"].mean(0) - top.mean(value)[0]) < 4 * sd / np.sqrt(3000) + 1e-6)
+    for upper, lower in (("fc8", "fc7"), ("conv3_2", "conv2_1")):
+        cond = stats.models.conditional(lower, given=upper)
+        resid = chain[lower] - cond.mean(chain[upper])
+        spread = chain[lower].std(0) + 1e-9
+        assert np.all(np.abs(resid.mean(0)) < 0.15 * spread), (upper, lower)
+        # the residual is independent of the conditioning value: no leftover regression
+        assert np.abs(np.corrcoef(resid[:, 0], chain[upper][:, 0])[0, 1]) < 0.1
+
+
+def test_same_seed_same_images_and_batched_measures(models, digits_net: Network) -> None:
+    cfg = default_config("suppress", steps=10)
+    a = sample_units(models, digits_net, ["fc8:2"], "suppress", 2, seed=5, config=cfg)[0]
+    b = sample_units(models, digits_net, ["fc8:2"], "suppress", 2, seed=5, config=cfg)[0]
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert len(a[0].loss_history) == 10 and a[0].steps == 10
+
+
+def test_mismatched_weights_refused(models, digits_net: Network) -> None:
+    other = load_network("actstats.digits:digits_vgg", "factory")
+    with pytest.raises(ActstatsError, match=r"sha256 .* differ"):
+        check_network(models, other)
+
+
+def test_class_mapping(models, digits_net: Network) -> None:
+    out = digits_net.resolve_neuron(parse_neuron("fc8:4"))
+    assert class_for_neuron(models, digits_net, out) == "four"
+    assert class_for_neuron(models, digits_net, out, "nine") == "nine"
+    hidden = digits_net.resolve_neuron(parse_neuron("fc7:4"))
+    assert class_for_neuron(models, digits_net, hidden) == "__all__"
+    with pytest.raises(ActstatsError, match="--class 'ten': not in the model file; available"):
+        class_for_neuron(models, digits_net, out, "ten")
+
+
+def test_imagenet_wnids_map_output_index_to_folder() -> None:
+    wnids = imagenet_wnids()
+    assert len(wnids) == 1000 == len(set(wnids))
+    assert list(wnids) == sorted(wnids) and wnids[0] == "n01440764"
+    assert wnids[207] == "n02099601"
+    fake = SimpleNamespace(classes=["n01440764", "n02099601"])
+    neuron = ResolvedNeuron("fc8", "classifier.6", 207, None, "golden retriever")
+    assert class_for_neuron(fake, None, neuron) == "n02099601"
+    missing = ResolvedNeuron("fc8", "classifier.6", 1, None, "goldfish")
+    with pytest.raises(ActstatsError, match=r"no class folder corresponds .* pass --class"):
+        class_for_neuron(fake, None, missing)
+
+
+# ------------------------------------------------------------------------- CLI
+def _cli(*args: str):
+    return runner.invoke(actstats.cli.app, ["sample", *args], catch_exceptions=False)
+
+
+def test_cli_writes_outputs_and_is_deterministic(models_dir: Path, tmp_path: Path) -> None:
+    outs = []
+    for run in ("a", "b"):
+        res = _cli(
+            str(models_dir),
+            "--neuron",
+            "fc8:3",
+            "--neuron",
+            "fc8:one",
+            "--method",
+            "simonyan",
+            "-n",
+            "2",
+            "--seed",
+            "0",
+            "--steps",
+            "5",
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / run),
+        )
+        assert res.exit_code == 0, res.output
+        outs.append(tmp_path / run)
+    for unit in ("fc8_3", "fc8_1"):
+        folder = outs[0] / unit
+        assert {p.name for p in folder.iterdir()} == {
+            "sample_000.png",
+            "sample_001.png",
+            "grid.png",
+            "samples.json",
+        }
+        data = json.loads((folder / "samples.json").read_text())
+        assert data["method"] == "simonyan" and data["parameters"]["steps"] == 5
+        rec = data["samples"][0]
+        for key in (
+            "method",
+            "parameters",
+            "seed",
+            "target_score",
+            "target_probability",
+            "nll",
+            "steps",
+            "seconds",
+            "loss_history",
+            "target_history",
+            "class",
+        ):
+            assert key in rec
+        assert set(rec["nll"]) == set(LAYERS) and len(rec["loss_history"]) == 5
+        for name in ("sample_000.png", "grid.png"):
+            assert (folder / name).read_bytes() == (outs[1] / unit / name).read_bytes()
+    assert json.loads((outs[0] / "fc8_1" / "samples.json").read_text())["class"] == "one"
+
+
+@pytest.mark.parametrize(
+    ("neuron", "message"),
+    [
+        ("fc9:1", "unknown layer 'fc9'.*available: conv1_1"),
+        ("fc8:12", "index 12 out of range.*0..9"),
+        ("fc8:eleven", "unknown class 'eleven'.*zero"),
+        ("fc8", "expected LAYER:INDEX"),
+    ],
+)
+def test_cli_bad_neuron_lists_choices(
+    models_dir: Path, tmp_path: Path, neuron: str, message: str
+) -> None:
+    res = _cli(str(models_dir), "--neuron", neuron, "--steps", "1", "-o", str(tmp_path))
+    assert res.exit_code == 1
+    assert "error:" in res.output
+    import re
+
+    assert re.search(message, " ".join(res.output.split())), res.output
+
+
+def test_cli_refuses_other_weights(models_dir: Path, tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    path = tmp_path / "other.pth"
+    torch.save(load_network("actstats.digits:digits_vgg", "factory").module.state_dict(), path)
+    res = _cli(
+        str(models_dir),
+        "--neuron",
+        "fc8:1",
+        "--weights",
+        str(path),
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path / "o"),
+    )
+    assert res.exit_code == 1 and "differ from the model file" in " ".join(res.output.split())
