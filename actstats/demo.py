@@ -1,0 +1,316 @@
+"""``actstats demo``: the whole pipeline on scikit-learn's digits, on a CPU, in minutes.
+
+Nothing is downloaded. The first run writes the digits as class folders (the
+fitting half and the held-out half) and trains the VGG-shaped digits network
+and the judge network, seeded, under a cache directory (``--cache``, else
+``$ACTSTATS_CACHE``, else ``~/.cache/actstats``; in ``demo-v1/``). Then it runs
+the same library calls as ``actstats collect``, ``actstats fit`` and
+``actstats sample`` (for every class's output unit, with every method), measures
+realism (:mod:`actstats.realism`) and writes the report (:mod:`actstats.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from actstats import realism
+from actstats.collect import collect
+from actstats.digits import (
+    DIGIT_NAMES,
+    digits_judge,
+    digits_vgg,
+    load_digit_folder_tensors,
+    train_classifier,
+    write_digit_folders,
+)
+from actstats.errors import ActstatsError
+from actstats.fit import fit_store
+from actstats.network import Network, load_network
+from actstats.report import write_report
+from actstats.sample import run_sample
+from actstats.synth.recipes import METHODS
+
+__all__ = [
+    "DEMO_LAYERS",
+    "DEMO_REDUCE",
+    "DemoAssets",
+    "DemoConfig",
+    "cache_dir",
+    "measure_realism",
+    "prepare_assets",
+    "run_demo",
+]
+
+#: Stored layers and reductions, as in ``pipelines/digits.toml``.
+DEMO_LAYERS = ("conv3_2", "conv4_1", "conv5_1", "fc6", "fc7", "fc8")
+DEMO_REDUCE = {"conv3_2": "grid:2", "conv4_1": "grid:2", "conv5_1": "grid:2"}
+NET_FACTORY = "actstats.digits:digits_vgg"
+JUDGE_FACTORY = "actstats.digits:digits_judge"
+_CACHE_VERSION = "demo-v1"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo samples: which classes, methods, how many images, how many steps."""
+
+    classes: tuple[str, ...] = DIGIT_NAMES
+    methods: tuple[str, ...] = METHODS
+    n: int = 4
+    steps: int | None = None  # None: each method's default
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        """Three classes, three samples, few steps: the smoke test of the whole path."""
+        return cls(classes=("zero", "one", "seven"), n=3, steps=40)
+
+
+@dataclass(frozen=True)
+class DemoAssets:
+    """The cached inputs: real class folders (fitting and held-out halves) and weights."""
+
+    train_root: Path
+    holdout_root: Path
+    weights: Path
+    judge_weights: Path
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def cache_dir(cache: str | Path | None = None) -> Path:
+    """``cache``, else ``$ACTSTATS_CACHE``, else ``~/.cache/actstats``; plus ``demo-v1``."""
+    base = cache or os.environ.get("ACTSTATS_CACHE") or Path.home() / ".cache" / "actstats"
+    return Path(base).expanduser() / _CACHE_VERSION
+
+
+def prepare_assets(
+    cache: str | Path | None = None, *, console: Console | None = None
+) -> DemoAssets:
+    """Write the digit folders and train both networks once; later calls reuse the cache.
+
+    Each piece is written under a temporary name and renamed when complete, so
+    an interrupted run never leaves a half-written asset that looks finished.
+    """
+    root = cache_dir(cache)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ActstatsError(f"cache {root}: cannot create it ({exc}); pass --cache DIR") from None
+    say = (console or Console(quiet=True)).print
+    train, holdout = root / "digits-train", root / "digits-holdout"
+    for folder, is_holdout in ((train, False), (holdout, True)):
+        if not folder.is_dir():
+            say(f"writing scikit-learn digits to {folder}")
+            tmp = folder.with_name(folder.name + ".tmp")
+            write_digit_folders(tmp, holdout=is_holdout)
+            tmp.rename(folder)
+    accuracy = _read_json(root / "accuracy.json")
+    for name, factory, seed, epochs in (
+        ("digits_vgg", digits_vgg, 0, 30),
+        ("digits_judge", digits_judge, 1, 12),
+    ):
+        path = root / f"{name}.pth"
+        if path.is_file():
+            continue
+        say(f"training {name} on {train} (once; cached)")
+        start = time.perf_counter()
+        module = factory()
+        acc = train_classifier(module, *load_digit_folder_tensors(train), seed=seed, epochs=epochs)
+        torch.save(module.state_dict(), path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)
+        accuracy[name] = acc
+        say(f"  {name}: training accuracy {acc:.3f} in {time.perf_counter() - start:.0f} s")
+    (root / "accuracy.json").write_text(json.dumps(accuracy))
+    return DemoAssets(train, holdout, root / "digits_vgg.pth", root / "digits_judge.pth", accuracy)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _load_uint8(folder: Path) -> np.ndarray:
+    """Every PNG in ``folder`` as (n, H, W, 3) uint8, in name order."""
+    paths = sorted(folder.glob("*.png"))
+    if not paths:
+        raise ActstatsError(f"{folder}: no PNG images")
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+
+def measure_realism(
+    network: Network,
+    judge: Network,
+    assets: DemoAssets,
+    samples: dict[str, dict[str, np.ndarray]],
+    *,
+    n_real: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Realism of ``samples[class][method]`` (uint8 images), plus real images as a floor.
+
+    The ``real`` row is ``n_real`` random fitting-half images per class, measured
+    exactly like the samples (same n, so the Fréchet bias of few samples matches).
+    Returns ``{"classes": {class: {method: metrics}}, "summary": ..., "definitions": ...}``.
+    """
+    rng = np.random.default_rng(seed)
+    per_class: dict[str, dict[str, Any]] = {}
+    for cls, by_method in samples.items():
+        fit_images = _load_uint8(assets.train_root / cls)
+        ref = realism.build_reference(
+            network,
+            judge,
+            DIGIT_NAMES.index(cls),
+            fit_images,
+            _load_uint8(assets.holdout_root / cls),
+        )
+        real = fit_images[rng.choice(len(fit_images), size=n_real, replace=False)]
+        per_class[cls] = {
+            m: realism.measure_images(imgs, ref, network, judge) for m, imgs in by_method.items()
+        }
+        per_class[cls]["real"] = realism.measure_images(real, ref, network, judge)
+    return {
+        "classes": per_class,
+        "summary": realism.summarize(per_class),
+        "definitions": realism.DEFINITIONS,
+    }
+
+
+@contextmanager
+def _stage(console: Console, number: int, total: int, text: str) -> Iterator[None]:
+    console.rule(f"[bold]{number}/{total}[/] {text}", align="left")
+    start = time.perf_counter()
+    yield
+    console.print(f"[dim]{text}: {time.perf_counter() - start:.1f} s[/]")
+
+
+def _sample_all(
+    models_path: Path, out: Path, config: DemoConfig, console: Console, progress: bool
+) -> dict[str, dict[str, np.ndarray]]:
+    """Run ``actstats sample``'s library call per method, for every class's output unit."""
+    neurons = [f"fc8:{DIGIT_NAMES.index(c)}" for c in config.classes]
+    images: dict[str, dict[str, np.ndarray]] = {c: {} for c in config.classes}
+    with Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3g}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+    ) as bar:
+        tasks = {m: bar.add_task(m, total=1, loss=float("nan")) for m in config.methods}
+        for method in config.methods:
+            task = tasks[method]
+
+            def advance(step: int, total: int, loss: float, task: Any = task) -> None:
+                bar.update(task, completed=step, total=total, loss=loss)
+
+            folders = run_sample(
+                models_path,
+                neurons,
+                method,
+                config.n,
+                config.seed,
+                out / "samples" / method,
+                device="cpu",
+                steps=config.steps,
+                progress=advance,
+            )
+            for folder in folders:
+                meta = json.loads((folder / "samples.json").read_text())
+                files = [folder / r["file"] for r in meta["samples"]]
+                images[meta["class"]][method] = np.stack(
+                    [np.asarray(Image.open(p).convert("RGB")) for p in files]
+                )
+    return images
+
+
+def run_demo(
+    out: str | Path = "demo-run",
+    *,
+    cache: str | Path | None = None,
+    quick: bool = False,
+    config: DemoConfig | None = None,
+    console: Console | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run the demo into ``out`` and return the path of its ``report.html``.
+
+    ``quick`` samples three classes with few steps (the test suite's run);
+    ``config`` overrides both. Everything runs on the CPU.
+    """
+    config = config or (DemoConfig.quick() if quick else DemoConfig())
+    _check_methods(config.methods)
+    unknown = [c for c in config.classes if c not in DIGIT_NAMES]
+    if unknown or not config.classes:
+        raise ActstatsError(f"demo classes {unknown or '()'}: choose from {', '.join(DIGIT_NAMES)}")
+    console = console or Console()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    total = 6
+    started = time.perf_counter()
+    with _stage(console, 1, total, "digits and networks (cached)"):
+        assets = prepare_assets(cache, console=console)
+    with _stage(console, 2, total, "collect activations"):
+        network = load_network(NET_FACTORY, str(assets.weights), device="cpu")
+        collect(
+            assets.train_root,
+            out / "acts.zarr",
+            model=NET_FACTORY,
+            weights=str(assets.weights),
+            layers=list(DEMO_LAYERS),
+            reduce=dict(DEMO_REDUCE),
+            classes=list(config.classes),
+            device="cpu",
+            overwrite=True,
+            progress=progress,
+            network=network,
+        )
+    with _stage(console, 3, total, "fit class statistics"):
+        fit_store(
+            out / "acts.zarr", out / "models", overwrite=True, seed=config.seed, progress=progress
+        )
+    with _stage(
+        console, 4, total, f"sample {len(config.classes)} classes x {', '.join(config.methods)}"
+    ):
+        samples = _sample_all(out / "models", out, config, console, progress)
+    with _stage(console, 5, total, "measure realism (judge network, held-out digits)"):
+        judge = load_network(JUDGE_FACTORY, str(assets.judge_weights), device="cpu")
+        measured = measure_realism(
+            network, judge, assets, samples, n_real=config.n, seed=config.seed
+        )
+        (out / "realism.json").write_text(json.dumps(measured, indent=1))
+    with _stage(console, 6, total, "report"):
+        (out / "run.json").write_text(
+            json.dumps(
+                {
+                    "description": "actstats demo: scikit-learn digits, the VGG-shaped digits "
+                    "network; samples for each class's output unit (fc8) by every method.",
+                    "real_root": os.path.relpath(assets.train_root, out),
+                    "holdout_root": os.path.relpath(assets.holdout_root, out),
+                    "config": asdict(config),
+                    "assets": {k: str(v) for k, v in asdict(assets).items()},
+                },
+                indent=1,
+            )
+        )
+        report = write_report(out, title="actstats demo: digits")
+    console.print(f"done in {time.perf_counter() - started:.0f} s; report: [bold]{report}[/]")
+    return report
+
+
+def _check_methods(methods: Sequence[str]) -> None:
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ActstatsError(f"demo methods {bad}: choose from {', '.join(METHODS)}")

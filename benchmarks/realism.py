@@ -1,0 +1,197 @@
+"""Realism benchmark: do statistics of real activations give more realistic images?
+
+On the digits network, for every class, ``--n`` samples per method (fixed seed)
+go through the demo's real path (collect -> fit -> sample) and are measured by
+:mod:`actstats.realism` (see its docstring for every definition). Goals:
+
+* target probability >= 0.9 for every method (mean over all its samples);
+* pixel NLL ratio (mean NLL generated / mean NLL real, per class, averaged) <= 3
+  for ``suppress`` and ``ancestral``;
+* Fréchet distance to held-out real activations >= 5x lower than ``simonyan``'s
+  at every measured layer, in the optimized network and in the judge network
+  (layer distances are class means; the ratio is simonyan / method);
+* judge agreement and diversity are reported without a goal, beside the real
+  images measured the same way (``real``: n random fitting-half images).
+
+Usage: ``python benchmarks/realism.py [--label NAME] [--n 8] [--cache DIR]``.
+Writes ``benchmarks/results/realism-<label>.json``, ``.md`` and ``-grid.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+
+from actstats.demo import DemoConfig, run_demo
+from actstats.digits import DIGIT_NAMES
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STATS_METHODS = ("suppress", "ancestral")
+GRID_CLASSES = ("zero", "two", "four", "seven", "eight")
+
+
+def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal with its measured value and whether it is met."""
+    rows = []
+    for method in ("simonyan", *STATS_METHODS):
+        p = summary[method]["target_probability"]
+        rows.append({"goal": f"{method}: target probability >= 0.9", "value": p, "met": p >= 0.9})
+    for method in STATS_METHODS:
+        r = summary[method]["pixel_nll_ratio"]
+        rows.append({"goal": f"{method}: pixel NLL ratio <= 3", "value": r, "met": r <= 3.0})
+        for key in ("frechet_net", "frechet_judge"):
+            base, mine = summary["simonyan"][key], summary[method][key]
+            worst = min(base[ly] / mine[ly] for ly in base)
+            rows.append(
+                {
+                    "goal": f"{method}: {key} >= 5x lower than simonyan at every layer "
+                    "(worst layer's ratio)",
+                    "value": worst,
+                    "met": worst >= 5.0,
+                }
+            )
+    return rows
+
+
+def table(summary: dict[str, Any]) -> str:
+    """One markdown table: a row per method (and real images)."""
+    net_layers = list(next(iter(summary.values()))["frechet_net"])
+    judge_layers = list(next(iter(summary.values()))["frechet_judge"])
+    head = [
+        "method",
+        "p(target)",
+        "worst class p",
+        "judge agrees",
+        "pixel NLL ratio",
+        "ΔNLL nats/px",
+        "diversity px",
+        "diversity judge",
+        *(f"FD {ly}" for ly in net_layers),
+        *(f"FD judge {ly}" for ly in judge_layers),
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, s in summary.items():
+        cells = [
+            method,
+            s["target_probability"],
+            s["min_target_probability"],
+            s["judge_agreement"],
+            s["pixel_nll_ratio"],
+            s["pixel_nll_excess"],
+            s["diversity_pixels"],
+            s["diversity_judge"],
+            *(s["frechet_net"][ly] for ly in net_layers),
+            *(s["frechet_judge"][ly] for ly in judge_layers),
+        ]
+        lines.append(
+            "| " + " | ".join(c if isinstance(c, str) else f"{c:.3g}" for c in cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int = 2) -> Path:
+    """Rows of classes; column groups real | simonyan | suppress | ancestral (k images each)."""
+    groups: list[list[list[np.ndarray]]] = []
+    for cls in GRID_CLASSES:
+        idx = DIGIT_NAMES.index(cls)
+        row = [
+            [
+                np.asarray(Image.open(p).convert("RGB"))
+                for p in sorted((real_root / cls).glob("*.png"))[:k]
+            ]
+        ]
+        for method in ("simonyan", *STATS_METHODS):
+            folder = run / "samples" / method / f"fc8_{idx}"
+            row.append(
+                [
+                    np.asarray(Image.open(p).convert("RGB"))
+                    for p in sorted(folder.glob("sample_*.png"))[:k]
+                ]
+            )
+        groups.append(row)
+    h, w, pad, gap = 32, 32, 2, 12
+    width = 4 * (k * (w + pad)) + 3 * gap
+    canvas = np.full((len(groups) * (h + pad) + pad, width, 3), 255, np.uint8)
+    for r, row in enumerate(groups):
+        for g, images in enumerate(row):
+            for i, img in enumerate(images):
+                y = pad + r * (h + pad)
+                x = g * (k * (w + pad) + gap) + i * (w + pad)
+                canvas[y : y + h, x : x + w] = img
+    big = Image.fromarray(canvas).resize(
+        (canvas.shape[1] * scale, canvas.shape[0] * scale), Image.Resampling.NEAREST
+    )
+    big.save(path)
+    return path
+
+
+def main() -> None:
+    """Run the demo path at benchmark size, measure, print, save."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="cpu")
+    parser.add_argument("--n", type=int, default=8, help="samples per class and method")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default=None, help="demo cache (default: the demo's)")
+    parser.add_argument("--out", default=None, help="run folder (default: a temporary one)")
+    args = parser.parse_args()
+    console = Console()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(args.out or tmp)
+        start = time.perf_counter()
+        run_demo(
+            run,
+            cache=args.cache,
+            config=DemoConfig(n=args.n, seed=args.seed),
+            console=console,
+            progress=False,
+        )
+        seconds = time.perf_counter() - start
+        measured = json.loads((run / "realism.json").read_text())
+        run_meta = json.loads((run / "run.json").read_text())
+        grid = picture_grid(
+            run, run / run_meta["real_root"], RESULTS / f"realism-{args.label}-grid.png"
+        )
+    summary = measured["summary"]
+    checked = goals(summary)
+    md = table(summary)
+    goal_md = "\n".join(
+        f"- {'MET' if g['met'] else 'NOT MET'}: {g['goal']}: {g['value']:.3g}" for g in checked
+    )
+    console.print(md)
+    console.print(goal_md)
+    result = {
+        "label": args.label,
+        "n_per_class_and_method": args.n,
+        "seed": args.seed,
+        "classes": len(measured["classes"]),
+        "seconds": seconds,
+        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "summary": summary,
+        "goals": checked,
+        "per_class": measured["classes"],
+        "definitions": measured["definitions"],
+        "grid": grid.name,
+    }
+    (RESULTS / f"realism-{args.label}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"realism-{args.label}.md").write_text(
+        f"# Realism benchmark ({args.label})\n\n{len(measured['classes'])} digit classes, "
+        f"{args.n} samples per class and method, seed {args.seed}, {seconds:.0f} s "
+        f"(whole demo path).\n\n{md}\n\n## Goals\n\n{goal_md}\n\n"
+        f"![real | simonyan | suppress | ancestral]({grid.name})\n\n## Definitions\n\n"
+        + "\n".join(f"- **{k}**: {v}" for k, v in measured["definitions"].items())
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

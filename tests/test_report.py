@@ -1,0 +1,147 @@
+"""The HTML report: built from samples.json files as `actstats sample` writes them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from actstats.cli import app
+from actstats.errors import ActstatsError
+from actstats.report import load_run, metrics_rows, write_report
+from actstats.sample import SampleResult, write_samples
+
+METHODS = ("simonyan", "suppress", "ancestral")
+CLASSES = ("zero", "one")
+
+
+def _result(cls: int, method: str, k: int) -> SampleResult:
+    rng = np.random.default_rng([cls, k, len(method)])
+    return SampleResult(
+        neuron=f"fc8:{cls}",
+        class_name=CLASSES[cls],
+        method=method,
+        index=k,
+        seed=0,
+        image=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+        target_score=5.0 + k,
+        target_probability=0.9,
+        nll={"fc6": 10.0, "fc7": 4.0 * (k + 1)},
+        nll_per_unit={"fc6": 0.1 * (k + 1), "fc7": 0.2},
+        steps=3,
+        seconds=0.1,
+        batch_size=4,
+        parameters={"steps": 3},
+        loss_history=[3.0, 2.0, 1.0],
+        target_history=[0.0, 1.0, 2.0],
+    )
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """Two classes x three methods x two samples, real images, and a realism summary."""
+    run = tmp_path / "run"
+    for method in METHODS:
+        for cls in range(len(CLASSES)):
+            write_samples([_result(cls, method, k) for k in range(2)], run / "samples" / method)
+    for cls in CLASSES:
+        (tmp_path / "real" / cls).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(_result(0, "real", k).image).save(tmp_path / "real" / cls / f"{k}.png")
+    (run / "run.json").write_text(json.dumps({"real_root": "../real", "description": "test"}))
+    summary = {
+        m: {
+            "judge_agreement": 0.5,
+            "pixel_nll_ratio": 2.0,
+            "diversity_judge": 1.0,
+            "frechet_net": {"fc6": 1.0},
+            "frechet_judge": {"body.2": 2.0},
+        }
+        for m in (*METHODS, "real")
+    }
+    (run / "realism.json").write_text(json.dumps({"summary": summary, "definitions": {"x": "y"}}))
+    return run
+
+
+def test_metrics_rows_average_samples(run_dir: Path) -> None:
+    sets, _, realism = load_run(run_dir)
+    rows = {r["method"]: r for r in metrics_rows(sets, realism)}
+    assert list(rows) == [*METHODS, "real"]
+    assert rows["suppress"]["n"] == 4
+    assert rows["suppress"]["nll"] == {"fc6": pytest.approx(0.15), "fc7": pytest.approx(0.2)}
+    assert rows["ancestral"]["frechet_judge"] == {"body.2": 2.0}
+
+
+def test_report_has_every_class_method_image_and_table(run_dir: Path) -> None:
+    html = write_report(run_dir).read_text()
+    assert html.count('class="row real"') == len(CLASSES)
+    for method in METHODS:
+        assert html.count(f'data-method="{method}"') == len(CLASSES)
+    # 2 classes x (3 real + 3 methods x 2 samples) + 2 plots
+    assert len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"', html)) == 20
+    assert "<table>" in html and "Fréchet distance" in html
+    assert (run_dir / "nll_by_layer.png").stat().st_size > 1000
+    assert (run_dir / "target_history.png").stat().st_size > 1000
+
+
+def test_report_cli_and_errors(run_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(run_dir), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.html").is_file()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ActstatsError, match=r"no samples\.json below it"):
+        load_run(tmp_path / "empty")
+    with pytest.raises(ActstatsError, match="not a directory"):
+        load_run(tmp_path / "missing")
+    (run_dir / "realism.json").write_text("{")
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 1 and "not valid JSON" in result.output
+
+
+def _chromium() -> str | None:
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    )
+
+
+@pytest.mark.skipif(
+    _chromium() is None, reason="Chromium is not installed (CI: apt-get install -y chromium)"
+)
+def test_report_loads_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    page = write_report(run_dir)
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+    ]
+    dom = subprocess.run(
+        [*cmd, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', dom)
+    assert len(images) == 20 and all(len(b) > 100 for b in images)
+    assert dom.count("<table>") == 4 and "ancestral" in dom
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [*cmd, "--window-size=1000,1400", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 10_000
