@@ -12,9 +12,17 @@ Threads: forward passes are serialized per process and device by a lock, so
 torch's intra-op pool serves one pass at a time; the other dask threads
 decode the next partitions meanwhile. The local default is the threaded
 scheduler with 2 threads on a CPU device (decode one partition ahead) and up
-to 8 on CUDA (decoding is then the bottleneck). ``workers=N`` starts a
-``dask.distributed.LocalCluster`` of N processes and ``scheduler=ADDRESS``
-joins a running one; each worker process loads the network once.
+to 8 on CUDA (decoding is then the bottleneck).
+
+Distributed (see :mod:`actstats.cluster`): ``workers=N`` starts a
+``LocalCluster`` of N processes (``LocalCUDACluster``, one per GPU, on CUDA)
+and ``scheduler=ADDRESS`` joins a running cluster. A ``NetworkPlugin`` loads
+the network once per worker; tasks carry only the store location and a chunk
+index (file names are read from the store), so the graph stays small for a
+million images. Workers must reach the data root and the store at the same
+path or URL. A worker that dies loses only its unfinished chunks: dask
+retries them elsewhere, and if it gives up the run fails with "rerun to
+resume" and a rerun computes exactly the chunks without a done flag.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import dask
 import numpy as np
@@ -46,7 +54,10 @@ from actstats.store import (
     ActivationStore,
     create_store,
     default_chunk_size,
+    is_process_local,
     open_store,
+    resolve_location,
+    store_exists,
     write_chunk,
     write_errors,
 )
@@ -68,9 +79,12 @@ _IDENTITY = (
 
 @dataclass(frozen=True)
 class CollectSummary:
-    """What a run produced. ``skipped`` counts skipped files (and empty folders) by reason."""
+    """What a run produced. ``skipped`` counts skipped files (and empty folders) by reason.
 
-    store: Path
+    ``store`` is the location as given (a local path or an fsspec URL).
+    """
+
+    store: str
     n_images: int
     n_classes: int
     skipped: dict[str, int]
@@ -81,7 +95,7 @@ class CollectSummary:
 
 def collect(
     root: str | Path,
-    store: str | Path,
+    store: str | os.PathLike,
     *,
     model: str = "vgg16",
     weights: str | None = None,
@@ -106,9 +120,16 @@ def collect(
     with another model, weights, layers, reductions, preprocessing, dtype or
     file list is refused unless ``overwrite``. ``network`` passes an already
     loaded :class:`~actstats.network.Network` (then ``model``, ``weights`` and
-    ``device`` are ignored). See the module docstring for scheduling.
+    ``device`` are ignored). ``store`` is a local path or an fsspec URL. See
+    the module docstring for scheduling.
     """
     start = time.perf_counter()
+    store = os.fspath(store)
+    if is_process_local(store) and (scheduler is not None or workers is not None):
+        raise ActstatsError(
+            f"store {store}: memory:// lives in this process only; dask workers need a "
+            "shared path or object store URL"
+        )
     if dtype not in ("float16", "float32"):
         raise ActstatsError(f"--dtype {dtype}: use float16 or float32")
     if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
@@ -137,17 +158,21 @@ def collect(
         "autocast": "bfloat16" if bf16 else None,
     }
     target = _open_or_create(
-        Path(store), attrs, dataset, overwrite=overwrite, chunk_size_given=chunk_size is not None
+        store, attrs, dataset, overwrite=overwrite, chunk_size_given=chunk_size is not None
     )
     done = target.done
     pending = [c for c in range(len(done)) if not done[c]]
-    job = _Job(str(target.path), target.attrs, net.preprocessing, batch_size)
+    job = _Job(
+        resolve_location(store),
+        str(dataset.root.resolve()),
+        target.attrs,
+        net.preprocessing,
+        batch_size,
+    )
     with _progress_bar(
         progress, len(dataset.paths), int(len(dataset.paths) - _rows_in(pending, target.attrs))
     ) as advance:
-        _run(
-            _graph(dataset, pending, job, _NetworkRef(net)), advance, scheduler, workers, net.device
-        )
+        _run(pending, job, net, advance, scheduler, workers)
     return _finish(target, dataset, len(pending), time.perf_counter() - start)
 
 
@@ -190,10 +215,10 @@ def plan_layers(
 
 # ------------------------------------------------------------------ the store
 def _open_or_create(
-    path: Path, attrs: dict[str, Any], dataset: Dataset, *, overwrite: bool, chunk_size_given: bool
+    path: str, attrs: dict[str, Any], dataset: Dataset, *, overwrite: bool, chunk_size_given: bool
 ) -> ActivationStore:
     """Resume a matching store, refuse a different one, or create a new one."""
-    if overwrite or not path.exists():
+    if overwrite or not store_exists(path):
         return create_store(path, attrs, dataset.paths, dataset.labels, overwrite=overwrite)
     try:
         existing = open_store(path, mode="r+")
@@ -250,9 +275,10 @@ def _finish(
 # ------------------------------------------------------------------ the graph
 @dataclass(frozen=True)
 class _Job:
-    """What a forward task needs besides the network (small, picklable)."""
+    """What a task needs besides the network and its chunk index (small, picklable)."""
 
     store: str
+    root: str
     attrs: dict[str, Any]
     preprocessing: Preprocessing
     batch_size: int
@@ -264,28 +290,29 @@ class _ChunkResult:
     rows: int
 
 
-def _graph(dataset: Dataset, pending: list[int], job: _Job, ref: _NetworkRef) -> list[Any]:
-    size, n = int(job.attrs["chunk_size"]), int(job.attrs["n_images"])
+def _graph(pending: list[int], job: _Job, ref: _NetworkRef) -> list[Any]:
     tasks = []
     for c in pending:
-        files = [str(dataset.absolute(i)) for i in range(c * size, min(n, (c + 1) * size))]
-        decoded = dask.delayed(_decode_chunk)(files, job.preprocessing, dask_key_name=f"decode-{c}")
+        decoded = dask.delayed(_decode_chunk)(job, c, dask_key_name=f"decode-{c}")
         tasks.append(
             dask.delayed(_forward_chunk)(ref, decoded, c, job, dask_key_name=f"forward-{c}")
         )
     return tasks
 
 
-def _decode_chunk(
-    files: list[str], preprocessing: Preprocessing
-) -> tuple[list[torch.Tensor | None], list[str]]:
-    """Decode and preprocess one partition; a bad file gives ``None`` and its reason."""
-    transform = preprocessing.transform()
+def _decode_chunk(job: _Job, chunk: int) -> tuple[list[torch.Tensor | None], list[str]]:
+    """Decode and preprocess one partition; a bad file gives ``None`` and its reason.
+
+    The file names come from the store's ``images/path`` chunk, not the graph.
+    """
+    size = int(job.attrs["chunk_size"])
+    names = open_store(job.store).group["images/path"][chunk * size : (chunk + 1) * size]
+    transform = job.preprocessing.transform()
     tensors: list[torch.Tensor | None] = []
     reasons = []
-    for path in files:
+    for name in names:
         try:
-            tensors.append(transform(load_image(path)))
+            tensors.append(transform(load_image(Path(job.root) / str(name))))
             reasons.append("")
         except BadImageError as bad:
             tensors.append(None)
@@ -332,86 +359,70 @@ def _device_lock(device: torch.device) -> threading.Lock:
 
 
 class _NetworkRef:
-    """The network for a task: in-process a plain reference; pickled, a recipe.
+    """The network for a task: in-process a plain reference; pickled, a lookup key.
 
-    Sent to a dask.distributed worker it pickles as (model, weights, device,
-    preprocessing, sha256) and the worker loads the network once per process
-    (cached), checking the weights hash. Networks built from a module instance
-    cannot be reloaded by name and pickle whole.
+    On a dask.distributed worker the key names the network that
+    :class:`~actstats.cluster.NetworkPlugin` loaded there once, so tasks never
+    carry (or reload) the weights.
     """
 
-    _cache: ClassVar[dict[tuple[Any, ...], Network]] = {}
-    _cache_lock = threading.Lock()
-
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Network | None, key: str = "") -> None:
         self._network = network
+        self._key = key
 
     def get(self) -> Network:
+        if self._network is None:
+            from actstats.cluster import worker_network
+
+            self._network = worker_network(self._key)
         return self._network
 
     def __reduce__(self) -> tuple[Any, ...]:
-        net = self._network
-        if net.weights == "as-given":
-            return (_NetworkRef, (net,))
-        pre = tuple(
-            (k, tuple(v) if isinstance(v, list) else v)
-            for k, v in sorted(net.preprocessing.to_dict().items())
-        )
-        spec = (net.name, net.weights, net.device.type, pre, net.weights_sha256)
-        return (_NetworkRef._load, (spec,))
-
-    @classmethod
-    def _load(cls, spec: tuple[Any, ...]) -> _NetworkRef:
-        name, weights, device, pre, sha = spec
-        with cls._cache_lock:
-            if spec not in cls._cache:
-                pre_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in pre}
-                net = load_network(
-                    name, weights, device=device, preprocessing=Preprocessing.from_dict(pre_dict)
-                )
-                if net.weights_sha256 != sha:
-                    raise ActstatsError(
-                        f"--weights {weights}: differs on this worker "
-                        "(sha256 mismatch); give every worker the same file"
-                    )
-                cls._cache[spec] = net
-            return cls(cls._cache[spec])
+        if not self._key:
+            raise TypeError("register the network on the cluster before sending tasks")
+        return (_NetworkRef, (None, self._key))
 
 
 # ----------------------------------------------------------------- execution
 def _run(
-    tasks: list[Any], advance: Any, scheduler: str | None, workers: int | None, device: torch.device
+    pending: list[int],
+    job: _Job,
+    net: Network,
+    advance: Any,
+    scheduler: str | None,
+    workers: int | None,
 ) -> None:
     """Compute the graph on the threaded scheduler or a dask.distributed cluster."""
-    if not tasks:
+    if not pending:
         return
     if scheduler is None and workers is None:
-        threads = 2 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+        threads = 2 if net.device.type == "cpu" else min(8, os.cpu_count() or 1)
         with _ProgressCallback(advance):
-            dask.compute(*tasks, scheduler="threads", num_workers=threads)
-        return
-    from distributed import Client, LocalCluster, as_completed
-
-    with contextlib.ExitStack() as stack:
-        if scheduler:
-            try:
-                client = stack.enter_context(Client(scheduler, timeout="20s"))
-            except OSError as exc:
-                raise ActstatsError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
-        else:
-            cpus = os.cpu_count() or 1
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=2,
-                    processes=True,
-                    dashboard_address=None,
-                    env={"OMP_NUM_THREADS": str(max(1, cpus // workers))},
-                )
+            dask.compute(
+                *_graph(pending, job, _NetworkRef(net)), scheduler="threads", num_workers=threads
             )
-            client = stack.enter_context(Client(cluster))
-        for future in as_completed(client.compute(tasks)):
-            advance(future.result().rows)
+        return
+    from distributed import KilledWorker, as_completed
+
+    from actstats.cluster import connect, register_network
+
+    with connect(scheduler, workers, cuda=net.device.type == "cuda") as client:
+        ref = _NetworkRef(None, register_network(client, net))
+        futures = client.compute(_graph(pending, job, ref))
+        lost = 0
+        try:
+            for future in as_completed(futures):
+                try:
+                    advance(future.result().rows)
+                except KilledWorker:  # dask gave up on it; the other chunks go on
+                    lost += 1
+        finally:
+            client.cancel(futures)
+    if lost:
+        raise ActstatsError(
+            f"collect: {lost} chunk(s) lost with a dask worker that died; the others are "
+            "saved: rerun the same command to resume"
+        )
 
 
 class _ProgressCallback(Callback):

@@ -9,7 +9,12 @@ chunk whose partial results are merged per class by a tree reduce:
    coordinates (joint models), held-out log-likelihoods, and, with ``mixture``,
    the reduced rows the mixtures are fitted to.
 
-Memory is bounded by a chunk plus the per-class results, not by N. Only rows with
+Both passes are one dask graph, so each class's pass-1 result is computed once and
+shared by key with the pass-2 tasks that need it (never copied into every task).
+Memory is bounded by a chunk plus the per-class results, not by N: no task and no
+client ever holds a whole layer. The store and ``output`` may be fsspec URLs; with
+``scheduler=ADDRESS`` or ``workers=N`` it runs on dask.distributed (see
+:mod:`actstats.cluster`). Only rows with
 ``images/ok`` are used; a deterministic ``holdout`` fraction of each class is kept
 out of the fit and scored.
 """
@@ -43,6 +48,7 @@ from actstats.stats.gaussian import (
     top_eigen,
 )
 from actstats.stats.mixture import fit_mixture, parse_mixture_spec
+from actstats.store import is_process_local, resolve_location, store_exists
 
 __all__ = ["QUANTILE_LEVELS", "FitResult", "fit_store", "histogram_quantiles"]
 
@@ -56,7 +62,7 @@ class FitResult:
     """What :func:`fit_store` produced: the models, where they went, and a summary table."""
 
     models: ModelSet
-    path: Path
+    path: Path | str
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -352,21 +358,19 @@ def _finish_stage2(
 
 
 # -------------------------------------------------------------------------------- driver
+_LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")
+
+
 @contextlib.contextmanager
-def _scheduler(scheduler: str | None) -> Iterator[dict[str, Any]]:
-    if scheduler is None or scheduler in ("threads", "sync", "synchronous", "processes"):
-        yield {"scheduler": scheduler or "threads"}
+def _scheduler(scheduler: str | None, workers: int | None) -> Iterator[dict[str, Any]]:
+    """``dask.compute`` keywords: a local scheduler by name, or a distributed client."""
+    if scheduler in _LOCAL_SCHEDULERS and workers is None:
+        yield {"scheduler": scheduler}
         return
-    try:
-        from dask.distributed import Client
-    except ImportError:
-        raise ActstatsError("--scheduler ADDRESS needs dask.distributed installed") from None
-    try:
-        client = Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError) as exc:
-        raise ActstatsError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
-    with client:
-        yield {"scheduler": client.get}
+    from actstats.cluster import connect
+
+    with connect(scheduler, workers) as client:
+        yield {"scheduler": client.get} if client is not None else {"scheduler": "threads"}
 
 
 @contextlib.contextmanager
@@ -406,16 +410,18 @@ def fit_store(
     basis_dim: int = 32,
     full_max_dim: int = 512,
     progress: bool = False,
+    workers: int | None = None,
 ) -> FitResult:
     """Fit Gaussian (and optionally mixture) models per class and layer, and joint models
     of adjacent layers, from an activation store; save them to ``output``.
 
     Parameters
     ----------
-    store : path-like
-        Activation store (zarr v3 group written by ``actstats collect``).
-    output : path-like or None
-        Model directory to write (None: do not save).
+    store : path-like or str
+        Activation store (zarr v3 group written by ``actstats collect``): a local path or
+        an fsspec URL (``file://``, ``memory://``, ``s3://`` ...).
+    output : path-like, str or None
+        Model directory to write, local or an fsspec URL (None: do not save).
     cov : str
         Covariance form: ``full`` (Ledoit-Wolf), ``full:oas``, ``full:empirical``, ``diag``,
         ``lowrank:K`` or ``auto``.
@@ -436,7 +442,9 @@ def fit_store(
     full_max_dim : int
         Widest layer ``cov="auto"`` models with a full covariance.
     progress : bool
-        Show a rich progress bar.
+        Show a rich progress bar (local schedulers).
+    workers : int, optional
+        Start a ``LocalCluster`` of this many worker processes for the fit.
 
     Returns
     -------
@@ -448,12 +456,18 @@ def fit_store(
     mix = parse_mixture_spec(mixture)
     if not 0.0 <= holdout < 1.0:
         raise ActstatsError(f"holdout {holdout} must be in [0, 1)")
-    if output is not None and Path(output).exists() and not overwrite:
+    if output is not None and store_exists(output) and not overwrite:
         raise ActstatsError(f"{output} exists; pass --overwrite to replace it")
+    distributed = workers is not None or scheduler not in (None, *_LOCAL_SCHEDULERS)
+    if distributed and is_process_local(store):
+        raise ActstatsError(
+            f"store {store}: memory:// lives in this process only; dask workers need a "
+            "shared path or object store URL"
+        )
     st = _open_store(store)
     plan = _make_plan(st, classes, layers, holdout, seed)
-    dstore = st.path
-    with _scheduler(scheduler) as sched:
+    dstore = resolve_location(st.path)
+    with _scheduler(scheduler, workers) as sched:
         parts = [
             dask.delayed(_chunk_moments)(dstore, plan.layers, span, rows, form == "diag")
             for span, rows in zip(plan.chunks, plan.train, strict=True)
@@ -465,8 +479,6 @@ def fit_store(
             ]
             merged = _merge_tree(mine, _merge_layer_moments)
             stage1[g] = dask.delayed(_finish_stage1)(merged, cov, basis_dim, full_max_dim)
-        with _progress(progress, "moments"):
-            (stage1,) = dask.compute(stage1, **sched)
         parts2 = [
             dask.delayed(_chunk_pass2)(
                 dstore, plan.layers, span, tr, ho, {g: stage1[g] for g in tr}, mix != 0
@@ -480,22 +492,30 @@ def fit_store(
             ]
             merged = _merge_tree(mine, _merge_pass2)
             finals[g] = dask.delayed(_finish_stage2)(g, plan.layers, stage1[g], merged, mix, seed)
-        with _progress(progress, "quantiles, joints, mixtures"):
+        with _progress(progress, "moments, quantiles, joints, mixtures"):
             (finals,) = dask.compute(finals, **sched)
     models = ModelSet(
         {g: cm for g, (cm, _) in finals.items()}, plan.layers, _provenance(st, plan, locals())
     )
     rows = [r for _, (_, rs) in finals.items() for r in rs]
-    path = Path(output) if output is not None else Path()
+    path = _output_path(output)
     if output is not None:
         models.save(output, overwrite=overwrite)
     return FitResult(models, path, rows)
 
 
+def _output_path(output: str | os.PathLike | None) -> Path | str:
+    """``FitResult.path``: a ``Path`` for local output (as before), the URL string otherwise."""
+    if output is None:
+        return Path()
+    text = os.fspath(output)
+    return text if "://" in text else Path(text)
+
+
 def _provenance(st: _Store, plan: _Plan, args: dict[str, Any]) -> dict[str, Any]:
     meta = st.meta
     return {
-        "store": str(Path(st.path).resolve()),
+        "store": resolve_location(st.path),
         "model": str(meta.get("model", "")),
         "weights": meta.get("weights"),
         "weights_sha256": meta.get("weights_sha256"),

@@ -175,8 +175,8 @@ class ModelSet(Mapping):
     def __len__(self) -> int:
         return len(self.classes)
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the models to a directory (see :mod:`actstats.stats.io`)."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path | str:
+        """Write the models to a local or fsspec-URL directory (see :mod:`actstats.stats.io`)."""
         entries: list[dict[str, Any]] = []
         for key, cm in self._classes.items():
             items = [(ly, m) for ly, m in cm.gaussians.items()]
@@ -207,7 +207,7 @@ class ModelSet(Mapping):
 
 
 def load(path: str | os.PathLike) -> ModelSet:
-    """Load a model directory written by ``actstats fit`` / :meth:`ModelSet.save`.
+    """Load a model directory (local path or fsspec URL) written by ``actstats fit``.
 
     The manifest is schema-checked and every array's sha256, shape and dtype verified;
     nothing is unpickled. Raises :class:`~actstats.errors.ActstatsError` on any problem.

@@ -11,6 +11,11 @@ Layout (a contract with the fit stage)::
       acts/<layer>  (N, D)           float16/float32, chunks (chunk_size, D), NaN where not ok
       errors/path, errors/reason (K,) str   skipped files and empty class folders
 
+A store lives at any fsspec location: a local path, ``file://``, ``memory://``
+(this process only), or ``s3://``/``gs://``/... when that fsspec backend is
+installed (credentials come from the backend's usual environment/config).
+zarr opens URLs through ``zarr.storage.FsspecStore``.
+
 Every array is allocated first (metadata only). A writer then owns whole
 chunks along N (:func:`write_chunk`) so parallel tasks share no chunk and
 need no lock; ``done`` has one chunk per element for the same reason. Each
@@ -21,11 +26,12 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import jsonschema
 import numpy as np
 import zarr
@@ -37,7 +43,10 @@ __all__ = [
     "ActivationStore",
     "create_store",
     "default_chunk_size",
+    "is_process_local",
     "open_store",
+    "resolve_location",
+    "store_exists",
     "validate_attrs",
     "write_chunk",
     "write_errors",
@@ -72,11 +81,36 @@ def _schema() -> dict[str, Any]:
     return json.loads(_SCHEMA.read_text())
 
 
+def resolve_location(location: str | os.PathLike) -> str:
+    """An absolute local path, or the URL unchanged (recorded in provenance, sent to workers)."""
+    text = os.fspath(location)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def store_exists(location: str | os.PathLike) -> bool:
+    """Whether anything exists at ``location`` (local path or fsspec URL)."""
+    fs, path = fsspec.core.url_to_fs(os.fspath(location))
+    return bool(fs.exists(path))
+
+
+def is_process_local(location: str | os.PathLike) -> bool:
+    """Whether ``location`` lives in this process's memory, out of reach of dask workers."""
+    return os.fspath(location).startswith("memory://")
+
+
+def _remove(location: str) -> None:
+    fs, path = fsspec.core.url_to_fs(location)
+    fs.rm(path, recursive=True)
+
+
 @dataclass
 class ActivationStore:
-    """An opened store: its metadata and the zarr group (arrays are read lazily)."""
+    """An opened store: its metadata and the zarr group (arrays are read lazily).
 
-    path: Path
+    ``path`` is the location as given: a local path or an fsspec URL.
+    """
+
+    path: str
     group: zarr.Group
     attrs: dict[str, Any]
 
@@ -107,11 +141,11 @@ class ActivationStore:
         return [(str(p), str(r)) for p, r in zip(paths, reasons, strict=True)]
 
 
-def open_store(path: str | Path, *, mode: str = "r") -> ActivationStore:
-    """Open a store written by ``actstats collect`` and check its metadata."""
-    path = Path(path)
+def open_store(path: str | os.PathLike, *, mode: str = "r") -> ActivationStore:
+    """Open a store written by ``actstats collect`` (local path or URL); check its metadata."""
+    path = os.fspath(path)
     try:
-        group = zarr.open_group(str(path), mode=mode)
+        group = zarr.open_group(path, mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
         raise ActstatsError(
             f"store {path}: not a zarr group; run `actstats collect` to make one"
@@ -124,7 +158,7 @@ def open_store(path: str | Path, *, mode: str = "r") -> ActivationStore:
 
 
 def create_store(
-    path: str | Path,
+    path: str | os.PathLike,
     attrs: dict[str, Any],
     paths: list[str],
     labels: np.ndarray,
@@ -136,15 +170,15 @@ def create_store(
     ``attrs`` is the ``actstats`` metadata with ``complete`` false; it names the
     layers with their ``dim``, the ``chunk_size`` and the ``dtype``.
     """
-    path = Path(path)
+    path = os.fspath(path)
     validate_attrs(attrs, f"store {path}")
-    if path.exists():
+    if store_exists(path):
         if not overwrite:
             raise ActstatsError(f"store {path}: already exists; pass --overwrite to replace it")
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        _remove(path)
     n, chunk = int(attrs["n_images"]), int(attrs["chunk_size"])
     n_chunks = -(-n // chunk)
-    group = zarr.open_group(str(path), mode="w")
+    group = zarr.open_group(path, mode="w")
     images = group.create_group("images")
     images.create_array(
         "path", shape=(n,), chunks=(chunk,), dtype=str, fill_value="", dimension_names=["image"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -12,7 +13,6 @@ import pytest
 from actstats.errors import ActstatsError
 from actstats.fit import fit_store
 from actstats.models import load
-from actstats.stats.io import _sha256
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _store_factory import linear_chain, make_store
@@ -103,7 +103,9 @@ def test_changed_byte_refused(saved, tmp_path):
 def _replace(p: Path, arr_bytes_writer, name: str = "mean") -> None:
     man, f = _entry_file(p, name)
     arr_bytes_writer(f)
-    man["entries"][0]["arrays"][name]["sha256"] = _sha256(f)  # a forger also fixes the hash
+    man["entries"][0]["arrays"][name]["sha256"] = hashlib.sha256(
+        f.read_bytes()
+    ).hexdigest()  # a forger also fixes the hash
     (p / "manifest.json").write_text(json.dumps(man))
 
 

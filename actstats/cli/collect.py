@@ -28,7 +28,9 @@ EXIT_SKIPPED = 2
 @handle_errors
 def collect_command(
     source: Path = typer.Argument(..., help="ROOT/<class>/<images>, or a run spec .toml"),
-    store: Path | None = typer.Option(None, "-o", "--store", help="Output zarr store."),
+    store: str | None = typer.Option(
+        None, "-o", "--store", help="Output zarr store: a path or fsspec URL (s3://, gs://, ...)."
+    ),
     model: str | None = typer.Option(
         None, help="torchvision name or package.module:factory [default: vgg16]"
     ),
@@ -43,8 +45,12 @@ def collect_command(
     device: str | None = typer.Option(None, help="auto | cpu | cuda[:N] [default: auto]"),
     bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast (CUDA)."),
     overwrite: bool | None = typer.Option(None, "--overwrite", help="Replace an existing store."),
-    scheduler: str | None = typer.Option(None, help="dask.distributed scheduler ADDRESS."),
-    workers: int | None = typer.Option(None, help="Start a LocalCluster of N processes."),
+    scheduler: str | None = typer.Option(
+        None, help="Run on the dask.distributed cluster at ADDRESS (tcp://host:8786)."
+    ),
+    workers: int | None = typer.Option(
+        None, help="Start N local dask worker processes (on CUDA: one per GPU, needs dask-cuda)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Collect activations of the images under SOURCE into a zarr store (resumable).
@@ -53,7 +59,7 @@ def collect_command(
     store is complete but some files were skipped (listed in the summary).
     """
     flags = {
-        "store": str(store) if store else None,
+        "store": store,
         "model": model,
         "weights": weights,
         "classes": classes,

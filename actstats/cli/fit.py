@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -17,8 +16,12 @@ __all__ = ["fit"]
 @app.command()
 @handle_errors
 def fit(
-    store: Path = typer.Argument(..., help="Activation store written by `actstats collect`."),
-    output: Path = typer.Option(..., "-o", "--output", help="Model directory to write."),
+    store: str = typer.Argument(
+        ..., help="Activation store written by `actstats collect` (path or fsspec URL)."
+    ),
+    output: str = typer.Option(
+        ..., "-o", "--output", help="Model directory to write (path or fsspec URL)."
+    ),
     cov: str = typer.Option(
         "auto", help="full | full:oas | full:empirical | diag | lowrank:K | auto."
     ),
@@ -32,6 +35,7 @@ def fit(
     scheduler: str | None = typer.Option(
         None, help="threads (default), sync, processes, or a dask.distributed address."
     ),
+    workers: int | None = typer.Option(None, help="Start N local dask worker processes."),
     seed: int = typer.Option(0, help="Seed of the held-out split and mixture fits."),
     overwrite: bool = typer.Option(False, help="Replace an existing model directory."),
 ) -> None:
@@ -44,6 +48,7 @@ def fit(
         classes=classes or None,
         layers=layers or None,
         scheduler=scheduler,
+        workers=workers,
         seed=seed,
         overwrite=overwrite,
         progress=True,

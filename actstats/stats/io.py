@@ -17,6 +17,10 @@ Layout::
                   "params": {...},
                   "arrays": {name: {"file", "shape", "dtype", "sha256"}}}]}
 
+``MODELS`` is a local path or any fsspec URL (``file://``, ``memory://``,
+``s3://`` ... with that backend installed); files are read and written
+through fsspec, whole, so a remote directory needs no local copy.
+
 Loading validates the manifest with ``jsonschema``, checks each file's sha256,
 shape and dtype, and reads it with ``np.load(allow_pickle=False)``: nothing is
 ever unpickled. Any mismatch raises :class:`~actstats.errors.ActstatsError`
@@ -27,14 +31,17 @@ naming the file. This module does file I/O only; models turn themselves into
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import shutil
+import posixpath
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import jsonschema
 import numpy as np
+from fsspec import AbstractFileSystem
 
 import actstats
 from actstats.errors import ActstatsError
@@ -48,12 +55,9 @@ SCHEMA_PATH = (
 _DTYPES = {"<f8", "<f4", "<f2", "<i8", "<i4", "|b1"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _filesystem(path: str | os.PathLike) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem of ``path`` and the path inside it (``/``-separated)."""
+    return fsspec.core.url_to_fs(os.fspath(path))
 
 
 def write_model_dir(
@@ -64,13 +68,13 @@ def write_model_dir(
     layers: list[str],
     entries: list[dict[str, Any]],
     overwrite: bool = False,
-) -> Path:
+) -> Path | str:
     """Write a model directory.
 
     Parameters
     ----------
-    path : path-like
-        Directory to create.
+    path : path-like or str
+        Directory to create: a local path or an fsspec URL.
     provenance : dict
         JSON-able provenance (see module docstring).
     classes, layers : list of str
@@ -81,32 +85,34 @@ def write_model_dir(
 
     Returns
     -------
-    Path of the directory.
+    The directory: a ``Path`` when local, else the URL as given.
     """
-    path = Path(path)
-    if path.exists():
+    fs, root = _filesystem(path)
+    if fs.exists(root):
         if not overwrite:
             raise ActstatsError(f"{path} exists; pass --overwrite to replace it")
-        if not (path / MANIFEST).is_file():
+        if not fs.isfile(f"{root}/{MANIFEST}"):
             raise ActstatsError(f"{path} exists and is not an actstats model directory; refusing")
-        shutil.rmtree(path)
-    (path / "arrays").mkdir(parents=True)
+        fs.rm(root, recursive=True)
+    fs.makedirs(f"{root}/arrays", exist_ok=True)
     out_entries = []
     for i, entry in enumerate(entries):
-        folder = path / "arrays" / f"e{i:04d}"
-        folder.mkdir()
         meta = {}
         for name, arr in entry["arrays"].items():
             arr = np.ascontiguousarray(arr)
             if arr.dtype.str not in _DTYPES:
                 raise ActstatsError(f"array {name!r} has unsupported dtype {arr.dtype}")
             rel = f"arrays/e{i:04d}/{name}.npy"
-            np.save(path / rel, arr, allow_pickle=False)
+            buffer = io.BytesIO()
+            np.save(buffer, arr, allow_pickle=False)
+            data = buffer.getvalue()
+            fs.makedirs(f"{root}/arrays/e{i:04d}", exist_ok=True)
+            fs.pipe_file(f"{root}/{rel}", data)
             meta[name] = {
                 "file": rel,
                 "shape": list(arr.shape),
                 "dtype": arr.dtype.str,
-                "sha256": _sha256(path / rel),
+                "sha256": hashlib.sha256(data).hexdigest(),
             }
         out_entries.append(
             {
@@ -123,10 +129,11 @@ def write_model_dir(
         "layers": list(layers),
         "entries": out_entries,
     }
-    tmp = path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, default=_json_default))
-    tmp.replace(path / MANIFEST)
-    return path
+    # the manifest goes last: a directory without one is an unfinished write
+    fs.pipe_file(
+        f"{root}/{MANIFEST}", json.dumps(manifest, indent=1, default=_json_default).encode()
+    )
+    return path if "://" in os.fspath(path) else Path(path)
 
 
 def _json_default(obj: Any) -> Any:
@@ -137,14 +144,14 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    mpath = path / MANIFEST
-    if not path.is_dir():
+def _read_manifest(fs: AbstractFileSystem, root: str, path: str) -> dict[str, Any]:
+    mpath = f"{path.rstrip('/')}/{MANIFEST}"
+    if not fs.isdir(root):
         raise ActstatsError(f"{path} is not a model directory; run `actstats fit STORE -o {path}`")
-    if not mpath.is_file():
+    if not fs.isfile(f"{root}/{MANIFEST}"):
         raise ActstatsError(f"{mpath} is missing; this is not a complete actstats model directory")
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = json.loads(fs.cat_file(f"{root}/{MANIFEST}"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ActstatsError(f"{mpath} is not valid JSON ({exc}); refit the models") from None
     schema = json.loads(SCHEMA_PATH.read_text())
@@ -158,19 +165,23 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def _load_array(root: Path, name: str, meta: dict[str, Any]) -> np.ndarray:
-    file = (root / meta["file"]).resolve()
-    if root.resolve() not in file.parents:
-        raise ActstatsError(f"{root / MANIFEST}: array file {meta['file']} lies outside the model")
-    if not file.is_file():
-        raise ActstatsError(f"array file {meta['file']} is missing from {root}; refit the models")
-    if _sha256(file) != meta["sha256"]:
+def _load_array(fs: AbstractFileSystem, root: str, path: str, meta: dict[str, Any]) -> np.ndarray:
+    file = posixpath.normpath(posixpath.join(root, meta["file"]))
+    if not file.startswith(root.rstrip("/") + "/"):
+        raise ActstatsError(f"{path}/{MANIFEST}: array file {meta['file']} lies outside the model")
+    try:
+        data = fs.cat_file(file)
+    except FileNotFoundError:
+        raise ActstatsError(
+            f"array file {meta['file']} is missing from {path}; refit the models"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
         raise ActstatsError(
             f"array file {meta['file']} does not match its sha256 in the manifest "
             "(changed or corrupt); refit the models"
         )
     try:
-        arr = np.load(file, allow_pickle=False, mmap_mode=None)
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise ActstatsError(
@@ -195,7 +206,7 @@ def _load_array(root: Path, name: str, meta: dict[str, Any]) -> np.ndarray:
 
 
 def read_model_dir(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read and verify a model directory written by :func:`write_model_dir`.
+    """Read and verify a model directory (local path or fsspec URL) from :func:`write_model_dir`.
 
     Returns
     -------
@@ -210,10 +221,11 @@ def read_model_dir(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[s
         Missing/invalid manifest, schema violation, missing file, sha256/shape/dtype
         mismatch, or an object (pickle) array.
     """
-    root = Path(path)
-    manifest = _read_manifest(root)
+    fs, root = _filesystem(path)
+    shown = os.fspath(path)
+    manifest = _read_manifest(fs, root, shown)
     entries = []
     for entry in manifest["entries"]:
-        arrays = {n: _load_array(root, n, m) for n, m in entry["arrays"].items()}
+        arrays = {n: _load_array(fs, root, shown, m) for n, m in entry["arrays"].items()}
         entries.append({**entry, "arrays": arrays})
     return manifest, entries
