@@ -11,6 +11,7 @@ gets VGG layer names: ``conv1_1`` .. ``pool5``, ``fc6``, ``fc7``, ``fc8``) and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -20,8 +21,8 @@ from torch import nn
 from actstats.preprocessing import Preprocessing
 
 __all__ = [
-    "DIGIT_NAMES",
     "DIGITS_PREPROCESSING",
+    "DIGIT_NAMES",
     "DigitsVGG",
     "digits_judge",
     "digits_vgg",
@@ -32,13 +33,18 @@ __all__ = [
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_SIZE = 32
-DIGITS_PREPROCESSING = Preprocessing(resize=IMAGE_SIZE, crop=IMAGE_SIZE, mean=(0.5, 0.5, 0.5),
-                                     std=(0.5, 0.5, 0.5))
+DIGITS_PREPROCESSING = Preprocessing(
+    resize=IMAGE_SIZE, crop=IMAGE_SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+)
 
 
-def write_digit_folders(root: str | Path, *, per_class: int | None = None,
-                        classes: tuple[str, ...] = DIGIT_NAMES, holdout: bool = False
-                        ) -> Path:
+def write_digit_folders(
+    root: str | Path,
+    *,
+    per_class: int | None = None,
+    classes: tuple[str, ...] = DIGIT_NAMES,
+    holdout: bool = False,
+) -> Path:
     """Write scikit-learn's digits as ``root/<name>/<i>.png`` (32x32 RGB) and return root.
 
     ``holdout=False`` writes the even-numbered samples of each class, ``True`` the
@@ -54,11 +60,12 @@ def write_digit_folders(root: str | Path, *, per_class: int | None = None,
             continue
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
-        idx = np.flatnonzero(digits.target == label)[int(holdout)::2]
+        idx = np.flatnonzero(digits.target == label)[int(holdout) :: 2]
         for i in idx[:per_class]:
             pixels = (digits.images[i] / 16.0 * 255.0).astype(np.uint8)
-            img = Image.fromarray(pixels, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE),
-                                                           Image.Resampling.BILINEAR)
+            img = Image.fromarray(pixels, mode="L").resize(
+                (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR
+            )
             img.convert("RGB").save(folder / f"{i:04d}.png")
     return root
 
@@ -79,11 +86,15 @@ class DigitsVGG(nn.Module):
     ``features``/``classifier`` Sequentials give it VGG names (``fc8`` is the logits).
     """
 
-    actstats_categories = list(DIGIT_NAMES)
+    actstats_categories: ClassVar[list[str]] = list(DIGIT_NAMES)
     actstats_preprocessing = DIGITS_PREPROCESSING
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 32, 32, 32), hidden: int = 64,
-                 num_classes: int = 10) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (16, 32, 32, 32, 32),
+        hidden: int = 64,
+        num_classes: int = 10,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
@@ -94,8 +105,12 @@ class DigitsVGG(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Linear(c_in, hidden), nn.ReLU(), nn.Dropout(0.2),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.2),
+            nn.Linear(c_in, hidden),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(0.2),
             nn.Linear(hidden, num_classes),
         )
 
@@ -112,15 +127,23 @@ def digits_vgg() -> DigitsVGG:
 class _Judge(nn.Module):
     """A differently built classifier: 5x5 convs, batch norm, global average pooling."""
 
-    actstats_categories = list(DIGIT_NAMES)
+    actstats_categories: ClassVar[list[str]] = list(DIGIT_NAMES)
     actstats_preprocessing = DIGITS_PREPROCESSING
 
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 24, 5, padding=2), nn.BatchNorm2d(24), nn.ELU(), nn.AvgPool2d(2),
-            nn.Conv2d(24, 48, 5, padding=2), nn.BatchNorm2d(48), nn.ELU(), nn.AvgPool2d(2),
-            nn.Conv2d(48, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ELU(),
+            nn.Conv2d(3, 24, 5, padding=2),
+            nn.BatchNorm2d(24),
+            nn.ELU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(24, 48, 5, padding=2),
+            nn.BatchNorm2d(48),
+            nn.ELU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(48, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ELU(),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(64, 10)
@@ -135,9 +158,17 @@ def digits_judge() -> nn.Module:
     return _Judge()
 
 
-def train_classifier(module: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *,
-                     epochs: int = 30, seed: int = 0, batch_size: int = 64,
-                     lr: float = 2e-3, max_shift: int = 2) -> float:
+def train_classifier(
+    module: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int = 30,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    max_shift: int = 2,
+) -> float:
     """Train ``module`` in place with Adam and random shifts; return training accuracy.
 
     Deterministic for a given ``seed`` on the CPU.
@@ -145,7 +176,8 @@ def train_classifier(module: nn.Module, inputs: torch.Tensor, labels: torch.Tens
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * ((len(inputs) + batch_size - 1) // batch_size))
+        opt, max_lr=lr, total_steps=epochs * ((len(inputs) + batch_size - 1) // batch_size)
+    )
     module.train()
     low = float(inputs.min())
     for _ in range(epochs):

@@ -17,10 +17,11 @@ from typing import Any
 import jsonschema
 
 from actstats.errors import ActstatsError
+from actstats.resources import schema_path
 
 __all__ = ["load_run_spec", "merge_collect_options"]
 
-_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "run-spec.schema.json"
+_SCHEMA = schema_path("run-spec.schema.json")
 _PATH_KEYS = ("root", "store")
 
 
@@ -41,7 +42,7 @@ def load_run_spec(path: str | Path) -> dict[str, Any]:
     base = path.resolve().parent
     collect = spec.get("collect", {})
     for key in _PATH_KEYS:
-        if key in collect:
+        if key in collect and "://" not in collect[key]:  # URLs (s3://, memory://) stay as given
             collect[key] = str(base / Path(collect[key]).expanduser())
     weights = collect.get("weights")
     if weights and weights not in ("imagenet", "none") and not Path(weights).is_absolute():

@@ -6,7 +6,7 @@ The pieces, from pure to I/O:
   from those the model file was fitted with;
 * :func:`class_for_neuron` finds the class whose statistics drive a neuron
   (``--class``, else the output unit's class folder: digit names, or ImageNet
-  wnids in the standard order shipped in ``actstats/data/imagenet_wnids.txt``);
+  wnids in the standard order shipped in ``actstats/resources/imagenet_wnids.txt``);
 * :func:`sample_units` / :func:`sample_unit` run a method for one or several
   neurons in one batch and measure every image (no files);
 * :func:`write_samples` writes PNGs, a grid and ``samples.json`` per neuron;
@@ -20,7 +20,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from actstats.layers import NeuronSpec, parse_neuron
 from actstats.models import ALL_CLASSES, ModelSet
 from actstats.network import Network, ResolvedNeuron, load_network
 from actstats.preprocessing import Preprocessing
+from actstats.resources import read_text
 from actstats.synth.objectives import reduce_torch, unit_value
 from actstats.synth.recipes import (
     ClassStats,
@@ -120,7 +120,7 @@ def check_network(models: ModelSet, network: Network) -> None:
 @cache
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k WordNet ids in output order (index 207 = ``n02099601``)."""
-    text = resources.files("actstats").joinpath("data/imagenet_wnids.txt").read_text()
+    text = read_text("imagenet_wnids.txt")
     return tuple(text.split())
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import zarr
 
 from actstats.errors import ActstatsError
+from actstats.resources import schema_path
 
 __all__ = [
     "STORE_VERSION",
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 STORE_VERSION = "1"
-_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "store-attrs.schema.json"
+_SCHEMA = schema_path("store-attrs.schema.json")
 _TARGET_CHUNK_BYTES = 32 * 2**20
 
 

@@ -92,8 +92,7 @@ def forward_rates(model, device, batch: int, size: int, repeats: int) -> dict[st
                     return compiled(x_cl)
 
             try:
-                rates["bf16_channels_last_compile"] = batch / timed(bf16_compiled, device,
-                                                                    repeats)
+                rates["bf16_channels_last_compile"] = batch / timed(bf16_compiled, device, repeats)
             except Exception as exc:  # noqa: BLE001 - record why compile failed, keep the rest
                 print(f"torch.compile failed: {exc!r}")
     return rates
@@ -116,16 +115,22 @@ def run_model(model, batch_u8: torch.Tensor, device: torch.device) -> None:
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     x = ((batch_u8.to(device, non_blocking=True).float() / 255.0) - mean) / std
     x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                enabled=device.type == "cuda"):
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
+    ):
         model(x)
 
 
 def cpu_decode_pass(model, paths, device, batch, size, workers) -> float:
     loader = torch.utils.data.DataLoader(
-        _JpegFiles(paths, size), batch_size=batch, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=False, prefetch_factor=4
-        if workers else None)
+        _JpegFiles(paths, size),
+        batch_size=batch,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
     t0 = time.perf_counter()
     for xb in loader:
         run_model(model, xb, device)
@@ -139,8 +144,9 @@ def gpu_decode_pass(model, paths, device, batch, size) -> float:
     resize = T.Compose([T.Resize(256, antialias=True), T.CenterCrop(size)])
     t0 = time.perf_counter()
     for start in range(0, len(datas), batch):
-        imgs = torchvision.io.decode_jpeg(datas[start : start + batch], device=device,
-                                          mode=torchvision.io.ImageReadMode.RGB)
+        imgs = torchvision.io.decode_jpeg(
+            datas[start : start + batch], device=device, mode=torchvision.io.ImageReadMode.RGB
+        )
         xb = torch.stack([resize(im.float()) for im in imgs])
         run_model(model, xb, device)
     if device.type == "cuda":
@@ -151,8 +157,9 @@ def gpu_decode_pass(model, paths, device, batch, size) -> float:
 def both_pass(model, paths, device, batch, size, workers) -> float:
     half = len(paths) // 2
     t0 = time.perf_counter()
-    th = threading.Thread(target=cpu_decode_pass,
-                          args=(model, paths[:half], device, batch, size, workers))
+    th = threading.Thread(
+        target=cpu_decode_pass, args=(model, paths[:half], device, batch, size, workers)
+    )
     th.start()
     gpu_decode_pass(model, paths[half:], device, batch, size)
     th.join()
@@ -173,22 +180,35 @@ def main() -> None:
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
     model = torchvision.models.vgg16().eval().to(device)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    result = {"device": device_name, "cpus": os.cpu_count(), "torch": torch.__version__,
-              "torchvision": torchvision.__version__, "batch": args.batch, "size": args.size,
-              "images": args.images, "workers": args.workers}
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu"
+    )
+    result = {
+        "device": device_name,
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "batch": args.batch,
+        "size": args.size,
+        "images": args.images,
+        "workers": args.workers,
+    }
     result["forward"] = forward_rates(model, device, args.batch, args.size, args.repeats)
     gflops = GFLOPS_PER_IMAGE_224 * (args.size / 224) ** 2
     result["forward_tflops"] = {k: v * gflops / 1e3 for k, v in result["forward"].items()}
     model = model.to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)
-        e2e = {"cpu_decode": cpu_decode_pass(model, paths, device, args.batch, args.size,
-                                             args.workers)}
+        e2e = {
+            "cpu_decode": cpu_decode_pass(model, paths, device, args.batch, args.size, args.workers)
+        }
         if device.type == "cuda":
             e2e["gpu_decode"] = gpu_decode_pass(model, paths, device, args.batch, args.size)
-            e2e["cpu_and_gpu_decode"] = both_pass(model, paths, device, args.batch, args.size,
-                                                  args.workers)
+            e2e["cpu_and_gpu_decode"] = both_pass(
+                model, paths, device, args.batch, args.size, args.workers
+            )
     result["end_to_end"] = e2e
     best_fwd = max(result["forward"].values())
     result["end_to_end_over_forward"] = {k: v / best_fwd for k, v in e2e.items()}
@@ -196,9 +216,14 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"gpu-throughput-{label}.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# VGG16 throughput on {device_name} ({os.cpu_count()} CPUs, torch {torch.__version__})",
-             "", f"batch {args.batch}, {args.size}px, {args.images} JPEGs (~500x375)", "",
-             "| path | images/s | TFLOP/s or ratio to best forward |", "|---|---|---|"]
+    lines = [
+        f"# VGG16 throughput on {device_name} ({os.cpu_count()} CPUs, torch {torch.__version__})",
+        "",
+        f"batch {args.batch}, {args.size}px, {args.images} JPEGs (~500x375)",
+        "",
+        "| path | images/s | TFLOP/s or ratio to best forward |",
+        "|---|---|---|",
+    ]
     for k, v in result["forward"].items():
         lines.append(f"| forward {k} | {v:,.0f} | {result['forward_tflops'][k]:.0f} TFLOP/s |")
     for k, v in e2e.items():

@@ -43,15 +43,13 @@ import jsonschema
 import numpy as np
 from fsspec import AbstractFileSystem
 
-import actstats
 from actstats.errors import ActstatsError
+from actstats.resources import schema_path
 
 __all__ = ["MANIFEST", "SCHEMA_PATH", "read_model_dir", "write_model_dir"]
 
 MANIFEST = "manifest.json"
-SCHEMA_PATH = (
-    Path(actstats.__file__).resolve().parents[1] / "schemas" / "model-manifest.schema.json"
-)
+SCHEMA_PATH = schema_path("model-manifest.schema.json")
 _DTYPES = {"<f8", "<f4", "<f2", "<i8", "<i4", "|b1"}
 
 
