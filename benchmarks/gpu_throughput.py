@@ -18,7 +18,6 @@ per 224 px image. Writes ``benchmarks/results/gpu-throughput-<label>.{json,md}``
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image
-from torchvision.transforms import v2 as T
+from torchvision.transforms import v2
 
 GFLOPS_PER_IMAGE_224 = 31.0
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -93,7 +92,7 @@ def forward_rates(model, device, batch: int, size: int, repeats: int) -> dict[st
 
             try:
                 rates["bf16_channels_last_compile"] = batch / timed(bf16_compiled, device, repeats)
-            except Exception as exc:  # noqa: BLE001 - record why compile failed, keep the rest
+            except Exception as exc:  # record why compile failed, keep the rest
                 print(f"torch.compile failed: {exc!r}")
     return rates
 
@@ -101,7 +100,9 @@ def forward_rates(model, device, batch: int, size: int, repeats: int) -> dict[st
 class _JpegFiles(torch.utils.data.Dataset):
     def __init__(self, paths, size):
         self.paths = paths
-        self.tf = T.Compose([T.PILToTensor(), T.Resize(256, antialias=True), T.CenterCrop(size)])
+        self.tf = v2.Compose(
+            [v2.PILToTensor(), v2.Resize(256, antialias=True), v2.CenterCrop(size)]
+        )
 
     def __len__(self):
         return len(self.paths)
@@ -141,7 +142,7 @@ def cpu_decode_pass(model, paths, device, batch, size, workers) -> float:
 
 def gpu_decode_pass(model, paths, device, batch, size) -> float:
     datas = [torchvision.io.read_file(str(p)) for p in paths]  # bytes in RAM: disk is not timed
-    resize = T.Compose([T.Resize(256, antialias=True), T.CenterCrop(size)])
+    resize = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(size)])
     t0 = time.perf_counter()
     for start in range(0, len(datas), batch):
         imgs = torchvision.io.decode_jpeg(
