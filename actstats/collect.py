@@ -1,9 +1,13 @@
 """The collect pipeline: class folders -> activation store, resumable.
 
 One dask graph over partitions of the file list, one partition per store
-chunk: ``decode-c`` (read, convert to RGB, preprocess) feeds ``forward-c``
-(batched forward under ``torch.inference_mode``, reduction, whole-chunk
-region writes, then the chunk's done flag). Tasks share no chunk, so no
+chunk: ``decode-c-b`` tasks, one per batch (read, convert to RGB, resize and
+crop to uint8; or, for the device decoder, only read JPEG bytes) feed
+``forward-c`` (uint8 to the device, decode there if needed, normalize,
+batched forward under ``torch.inference_mode``, reductions on the device, one
+copy back per batch, whole-chunk region writes, then the chunk's done flag).
+On CUDA the network runs channels_last with cuDNN autotuning (and bf16
+autocast with ``bf16``). Tasks share no chunk, so no
 write locks; a rerun skips chunks whose flag is set, and since each chunk is
 computed the same way whenever it runs, a resumed store equals an
 uninterrupted one.
@@ -11,8 +15,10 @@ uninterrupted one.
 Threads: forward passes are serialized per process and device by a lock, so
 torch's intra-op pool serves one pass at a time; the other dask threads
 decode the next partitions meanwhile. The local default is the threaded
-scheduler with 2 threads on a CPU device (decode one partition ahead) and up
-to 8 on CUDA (decoding is then the bottleneck).
+scheduler with 2 threads on a CPU device (decode one partition ahead) and
+every core but one on CUDA (decoding is then the bottleneck). The device lock
+is only taken by forward tasks, so decoding chunk k+1 overlaps the forward of
+chunk k.
 
 Distributed (see :mod:`actstats.cluster`): ``workers=N`` starts a
 ``LocalCluster`` of N processes (``LocalCUDACluster``, one per GPU, on CUDA)
@@ -28,10 +34,14 @@ resume" and a rerun computes exactly the chunks without a done flag.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 import threading
 import time
+import uuid
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,9 +52,18 @@ import dask
 import numpy as np
 import torch
 from dask.callbacks import Callback
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 import actstats
-from actstats.data import BadImageError, Dataset, discover, load_image, read_class_list
+from actstats.data import (
+    BadImageError,
+    Dataset,
+    decode_jpegs,
+    discover,
+    jpeg_bytes,
+    load_image,
+    read_class_list,
+)
 from actstats.errors import ActstatsError
 from actstats.network import Network, load_network
 from actstats.preprocessing import Preprocessing
@@ -91,6 +110,10 @@ class CollectSummary:
     seconds: float
     chunks_written: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    #: Summed task seconds by stage (``decode`` in the dask threads, ``device_decode``,
+    #: ``forward`` -- device work, reductions and copies back --, ``write``,
+    #: ``lock_wait``); stages overlap, so they add up to more than ``seconds``.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def collect(
@@ -113,6 +136,7 @@ def collect(
     progress: bool = True,
     network: Network | None = None,
     bf16: bool = False,
+    decode: str = "auto",
 ) -> CollectSummary:
     """Write the activations of ``root/<class>/*`` at ``layers`` into a zarr store.
 
@@ -122,6 +146,15 @@ def collect(
     loaded :class:`~actstats.network.Network` (then ``model``, ``weights`` and
     ``device`` are ignored). ``store`` is a local path or an fsspec URL. See
     the module docstring for scheduling.
+
+    ``decode``: ``cpu`` decodes with PIL in the dask threads; ``gpu`` decodes
+    plain JPEGs batched with ``torchvision.io.decode_jpeg`` on the network's
+    device (any other file, and any file it fails on, takes the PIL path, so
+    bad files are named the same); ``mixed`` does every other batch each way;
+    ``auto`` is ``mixed`` on CUDA, ``cpu`` otherwise. The device decoder's
+    pixels may differ from PIL's by a few levels (nvjpeg's IDCT and chroma
+    upsampling, float resize), so the choice is recorded in ``attrs["decode"]``
+    but a store may be resumed with another one.
     """
     start = time.perf_counter()
     store = os.fspath(store)
@@ -132,6 +165,8 @@ def collect(
         )
     if dtype not in ("float16", "float32"):
         raise ActstatsError(f"--dtype {dtype}: use float16 or float32")
+    if decode not in DECODERS:
+        raise ActstatsError(f"--decode {decode}: use {', '.join(DECODERS)}")
     if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
         raise ActstatsError("--batch-size and --chunk-size must be at least 1")
     dataset = discover(root, classes=read_class_list(classes), per_class=per_class)
@@ -139,6 +174,8 @@ def collect(
     if bf16 and net.device.type != "cuda":
         warnings.warn("--bf16: autocast needs a CUDA device; running in float32", stacklevel=2)
         bf16 = False
+    if decode == "auto":
+        decode = "mixed" if net.device.type == "cuda" else "cpu"
     plan = plan_layers(net, layers, reduce)
     row_bytes = max(entry["dim"] for entry in plan) * np.dtype(dtype).itemsize
     attrs = {
@@ -156,6 +193,7 @@ def collect(
         "complete": False,
         "root": str(Path(root).resolve()),
         "autocast": "bfloat16" if bf16 else None,
+        "decode": decode,
     }
     target = _open_or_create(
         store, attrs, dataset, overwrite=overwrite, chunk_size_given=chunk_size is not None
@@ -168,12 +206,16 @@ def collect(
         target.attrs,
         net.preprocessing,
         batch_size,
+        decode,
+        uuid.uuid4().hex,
     )
+    stages: Counter[str] = Counter()
     with _progress_bar(
         progress, len(dataset.paths), int(len(dataset.paths) - _rows_in(pending, target.attrs))
     ) as advance:
-        _run(pending, job, net, advance, scheduler, workers)
-    return _finish(target, dataset, len(pending), time.perf_counter() - start)
+        _run(pending, job, net, advance, scheduler, workers, stages)
+    summary = _finish(target, dataset, len(pending), time.perf_counter() - start)
+    return dataclasses.replace(summary, stage_seconds=dict(stages))
 
 
 def plan_layers(
@@ -273,80 +315,283 @@ def _finish(
 
 
 # ------------------------------------------------------------------ the graph
+#: ``--decode`` values; ``auto`` is ``mixed`` on CUDA and ``cpu`` elsewhere.
+DECODERS = ("auto", "cpu", "gpu", "mixed")
+
+
 @dataclass(frozen=True)
 class _Job:
-    """What a task needs besides the network and its chunk index (small, picklable)."""
+    """What a task needs besides the network and its chunk index (small, picklable).
+
+    ``decode``: ``cpu`` (PIL in the dask threads), ``gpu`` (the dask threads
+    only read JPEG bytes; the forward task decodes them batched with
+    ``torchvision.io.decode_jpeg`` on the network's device) or ``mixed``
+    (every other batch each way, so CPU threads and the device decoder both work).
+    """
 
     store: str
     root: str
     attrs: dict[str, Any]
     preprocessing: Preprocessing
     batch_size: int
+    decode: str = "cpu"
+    run: str = ""  # unique per collect call: keys the file-name cache
 
 
 @dataclass(frozen=True)
 class _ChunkResult:
     chunk: int
     rows: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """A JPEG left for the device decoder: its path (for the PIL fallback) and bytes."""
+
+    path: str
+    data: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """One batch of a chunk out of a decode task.
+
+    ``items[i]`` is a (3, crop, crop) uint8 tensor (decoded and resized on the
+    CPU), a :class:`_Raw` (decoded later on the device) or ``None`` (a bad
+    file, ``reasons[i]`` says why).
+    """
+
+    items: list[torch.Tensor | _Raw | None]
+    reasons: list[str]
+    seconds: float
 
 
 def _graph(pending: list[int], job: _Job, ref: _NetworkRef) -> list[Any]:
+    """Per chunk: one decode task per batch (parallel decoding) feeding one forward task."""
+    size, n = int(job.attrs["chunk_size"]), int(job.attrs["n_images"])
     tasks = []
     for c in pending:
-        decoded = dask.delayed(_decode_chunk)(job, c, dask_key_name=f"decode-{c}")
+        rows = min(n, (c + 1) * size) - c * size
+        decoded = [
+            dask.delayed(_decode_batch)(job, c, b, dask_key_name=f"decode-{c}-{b}")
+            for b in range(0, rows, job.batch_size)
+        ]
         tasks.append(
             dask.delayed(_forward_chunk)(ref, decoded, c, job, dask_key_name=f"forward-{c}")
         )
     return tasks
 
 
-def _decode_chunk(job: _Job, chunk: int) -> tuple[list[torch.Tensor | None], list[str]]:
-    """Decode and preprocess one partition; a bad file gives ``None`` and its reason.
+def _geometry(p: Preprocessing) -> Any:
+    """The resize and center crop of ``p.transform()``, on (3, H, W) uint8 tensors.
+
+    Normalization (the rest of ``p.transform()``) runs on the device, on the
+    whole batch (:func:`_normalize`): the same operations in the same order.
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import v2 as T  # noqa: N812 - torchvision convention
+
+    return T.Compose(
+        [
+            T.Resize(p.resize, interpolation=InterpolationMode(p.interpolation), antialias=True),
+            T.CenterCrop(p.crop),
+        ]
+    )
+
+
+def _normalize(x: torch.Tensor, p: Preprocessing) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as F  # noqa: N812
+
+    return F.normalize(F.to_dtype(x, torch.float32, scale=True), list(p.mean), list(p.std))
+
+
+def _decode_batch(job: _Job, chunk: int, start: int) -> _Decoded:
+    """Decode (or, for the device decoder, read) one batch of a chunk.
 
     The file names come from the store's ``images/path`` chunk, not the graph.
     """
+    t0 = time.perf_counter()
     size = int(job.attrs["chunk_size"])
-    names = open_store(job.store).group["images/path"][chunk * size : (chunk + 1) * size]
-    transform = job.preprocessing.transform()
-    tensors: list[torch.Tensor | None] = []
+    names = _chunk_names(job.store, job.run, chunk, size)[start : start + job.batch_size]
+    on_device = job.decode == "gpu" or (
+        job.decode == "mixed" and (start // job.batch_size) % 2 == 1
+    )
+    geometry = _geometry(job.preprocessing)
+    items: list[torch.Tensor | _Raw | None] = []
     reasons = []
     for name in names:
+        path = str(Path(job.root) / str(name))
+        data = jpeg_bytes(path) if on_device else None
+        if data is not None:
+            items.append(_Raw(path, data))
+            reasons.append("")
+            continue
         try:
-            tensors.append(transform(load_image(Path(job.root) / str(name))))
+            items.append(geometry(pil_to_tensor(load_image(path))))
             reasons.append("")
         except BadImageError as bad:
-            tensors.append(None)
+            items.append(None)
             reasons.append(bad.reason)
-    return tensors, reasons
+    return _Decoded(items, reasons, time.perf_counter() - t0)
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_names(store: str, run: str, chunk: int, size: int) -> np.ndarray:
+    """A chunk's file names, read once per run (opening a store costs ~20 ms)."""
+    return open_store(store).group["images/path"][chunk * size : (chunk + 1) * size]
+
+
+def _device_inputs(
+    net: Network, items: list[torch.Tensor | _Raw], geometry: Any, crop: int
+) -> tuple[torch.Tensor, list[bool], list[str]]:
+    """A (n, 3, crop, crop) uint8 batch on the device, plus which items made it in.
+
+    :class:`_Raw` items are decoded on the device (batched; on an error one by
+    one, then through PIL, which names a bad file's reason).
+    """
+    dev = net.device
+    pin = dev.type == "cuda"
+    keep, reasons = [True] * len(items), [""] * len(items)
+    pixels: list[torch.Tensor | None] = list(items)  # type: ignore[arg-type]
+    raw = [i for i, it in enumerate(items) if isinstance(it, _Raw)]
+    if raw:
+        try:
+            decoded = decode_jpegs([items[i].data for i in raw], dev)  # type: ignore[union-attr]
+        except Exception:  # one bad file fails the batch: go one by one
+            decoded = [None] * len(raw)
+        for i, img in zip(raw, decoded, strict=True):
+            item = items[i]
+            assert isinstance(item, _Raw)
+            if img is None:
+                try:
+                    img = decode_jpegs([item.data], dev)[0]
+                except Exception:  # PIL decides what is wrong
+                    try:
+                        img = pil_to_tensor(load_image(item.path))
+                    except BadImageError as bad:
+                        keep[i], reasons[i] = False, bad.reason
+                        pixels[i] = None
+                        continue
+            pixels[i] = geometry(img)
+    x = torch.empty((sum(keep), 3, crop, crop), dtype=torch.uint8, device=dev)
+    kept = [p for p in pixels if p is not None]
+    host = [j for j, p in enumerate(kept) if p.device.type == "cpu"]
+    on_dev = [j for j, p in enumerate(kept) if p.device.type != "cpu"]
+    if host:
+        batch = torch.stack([kept[j] for j in host])
+        if pin:
+            batch = batch.pin_memory()
+        batch = batch.to(dev, non_blocking=True)
+        if len(host) == len(kept):
+            x = batch
+        else:
+            x[host] = batch
+    if on_dev:
+        batch = torch.stack([kept[j].to(dev) for j in on_dev])
+        if len(on_dev) == len(kept):
+            x = batch
+        else:
+            x[on_dev] = batch
+    return x, keep, reasons
 
 
 def _forward_chunk(
-    ref: _NetworkRef, decoded: tuple[list[torch.Tensor | None], list[str]], chunk: int, job: _Job
+    ref: _NetworkRef, decoded: list[_Decoded], chunk: int, job: _Job
 ) -> _ChunkResult:
-    """Forward, reduce and write one partition, then set its done flag."""
-    tensors, reasons = decoded
+    """Forward, reduce and write one partition, then set its done flag.
+
+    Per batch: uint8 pixels to the device, normalize there, forward, reduce
+    every layer on the device into one (n, sum of dims) tensor in the store
+    dtype, copied back once (pinned, non-blocking, read one batch later so
+    the device never waits for the host).
+    """
+    seconds = Counter({"decode": sum(d.seconds for d in decoded)})
+    items = [it for d in decoded for it in d.items]
+    reasons = [r for d in decoded for r in d.reasons]
     net = ref.get()
-    ok = np.array([t is not None for t in tensors])
+    _prepare(net)
+    ok = np.array([it is not None for it in items])
     dtype = np.dtype(job.attrs["dtype"])
+    tdtype = torch.float16 if dtype == np.float16 else torch.float32
     layers = {e["name"]: parse_reduction(e["reduce"]) for e in job.attrs["layers"]}
+    dims = [int(e["dim"]) for e in job.attrs["layers"]]
     rows = {
         e["name"]: np.full((len(ok), e["dim"]), np.nan, dtype=dtype) for e in job.attrs["layers"]
     }
     good = np.flatnonzero(ok)
+    cuda = net.device.type == "cuda"
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
-        if job.attrs.get("autocast") == "bfloat16"
+        if job.attrs.get("autocast") == "bfloat16" and cuda
         else contextlib.nullcontext()
     )
-    with _device_lock(net.device), torch.inference_mode(), autocast:
+    p = job.preprocessing
+    geometry = _geometry(p)
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+
+    def store(pending: tuple[np.ndarray, torch.Tensor, Any]) -> None:
+        sel, out, event = pending
+        if event is not None:
+            event.synchronize()
+        flat = out.numpy()
+        offset = 0
+        for name, dim in zip(layers, dims, strict=True):
+            rows[name][sel] = flat[:, offset : offset + dim]
+            offset += dim
+
+    t_wait = time.perf_counter()
+    with _device_lock(net.device), torch.inference_mode():
+        t0 = time.perf_counter()
+        seconds["lock_wait"] = t0 - t_wait
+        pending = None
         for b in range(0, len(good), job.batch_size):
             sel = good[b : b + job.batch_size]
-            x = torch.stack([tensors[i] for i in sel]).to(net.device, non_blocking=True)
-            acts = net.activations(x, list(layers))
-            for name, reduction in layers.items():
-                rows[name][sel] = reduction(acts[name]).float().cpu().numpy()
+            td = time.perf_counter()
+            x, keep, why = _device_inputs(net, [items[i] for i in sel], geometry, p.crop)
+            seconds["device_decode"] += time.perf_counter() - td
+            for i, k, r in zip(sel, keep, why, strict=True):
+                if not k:
+                    ok[i], reasons[i] = False, r
+            sel = sel[np.asarray(keep, dtype=bool)]
+            if len(sel):
+                x = _normalize(x, p).contiguous(memory_format=fmt)
+                with autocast:
+                    acts = net.activations(x, list(layers))
+                    flat = torch.cat(
+                        [red(acts[n]).float().flatten(1) for n, red in layers.items()], dim=1
+                    )
+                flat = flat.to(tdtype)
+                event = None
+                if cuda:
+                    out = torch.empty(flat.shape, dtype=tdtype, pin_memory=True)
+                    out.copy_(flat, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record()
+                else:
+                    out = flat
+                if pending is not None:
+                    store(pending)
+                pending = (sel, out, event)
+        if pending is not None:
+            store(pending)
+        seconds["forward"] = time.perf_counter() - t0 - seconds["device_decode"]
+    tw = time.perf_counter()
     write_chunk(open_store(job.store, mode="r+"), chunk, rows, ok, reasons)
-    return _ChunkResult(chunk, len(ok))
+    seconds["write"] = time.perf_counter() - tw
+    return _ChunkResult(chunk, len(ok), dict(seconds))
+
+
+_PREPARED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _prepare(net: Network) -> None:
+    """On CUDA, once per module: cuDNN autotuning and channels_last weights."""
+    if net.device.type != "cuda" or net.module in _PREPARED:
+        return
+    torch.backends.cudnn.benchmark = True
+    net.module.to(memory_format=torch.channels_last)
+    _PREPARED[net.module] = True
 
 
 _LOCKS: dict[str, threading.Lock] = {}
@@ -391,15 +636,17 @@ def _run(
     advance: Any,
     scheduler: str | None,
     workers: int | None,
+    stages: Counter[str],
 ) -> None:
     """Compute the graph on the threaded scheduler or a dask.distributed cluster."""
     if not pending:
         return
     if scheduler is None and workers is None:
-        threads = 2 if net.device.type == "cpu" else min(8, os.cpu_count() or 1)
-        with _ProgressCallback(advance):
+        with _ProgressCallback(advance, stages):
             dask.compute(
-                *_graph(pending, job, _NetworkRef(net)), scheduler="threads", num_workers=threads
+                *_graph(pending, job, _NetworkRef(net)),
+                scheduler="threads",
+                num_workers=_threads(net.device),
             )
         return
     from distributed import KilledWorker, as_completed
@@ -413,7 +660,9 @@ def _run(
         try:
             for future in as_completed(futures):
                 try:
-                    advance(future.result().rows)
+                    result = future.result()
+                    stages.update(result.seconds)
+                    advance(result.rows)
                 except KilledWorker:  # dask gave up on it; the other chunks go on
                     lost += 1
         finally:
@@ -428,13 +677,28 @@ def _run(
 class _ProgressCallback(Callback):
     """Advance the progress bar as forward tasks finish (threaded scheduler)."""
 
-    def __init__(self, advance: Any) -> None:
+    def __init__(self, advance: Any, stages: Counter[str]) -> None:
         super().__init__()
         self._advance = advance
+        self._stages = stages
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
         if isinstance(result, _ChunkResult):
+            self._stages.update(result.seconds)
             self._advance(result.rows)
+
+
+def _threads(device: torch.device) -> int:
+    """Threaded-scheduler threads: 2 on a CPU device (torch's own pool does the
+    forward; one thread decodes ahead), else every core but one (PIL and
+    torch release the GIL while decoding and resizing)."""
+    if device.type == "cpu":
+        return 2
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 2
+    return max(2, cores - 1)
 
 
 @contextlib.contextmanager

@@ -9,12 +9,15 @@ the :data:`REASONS`; the collect pipeline records the reason and goes on.
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from actstats.errors import ActstatsError
@@ -23,7 +26,9 @@ __all__ = [
     "REASONS",
     "BadImageError",
     "Dataset",
+    "decode_jpegs",
     "discover",
+    "jpeg_bytes",
     "load_image",
     "read_class_list",
 ]
@@ -186,6 +191,59 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, im).convert("RGB")
     return im.convert("RGB") if im.mode != "RGB" else im
+
+
+# ------------------------------------------------------- tensor (nvjpeg) decoding
+_EXIF_ORIENTATION = 0x0112
+# torchvision 0.29 deprecates its decoders in favour of TorchCodec; they still work
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding", category=DeprecationWarning
+)
+
+
+def jpeg_bytes(path: str | Path) -> torch.Tensor | None:
+    """The bytes of ``path`` as a uint8 tensor when ``decode_jpegs`` decodes it as PIL would.
+
+    That is a complete (ends with the EOI marker) baseline/progressive JPEG in
+    RGB or grayscale, without an EXIF rotation, within ``MAX_IMAGE_PIXELS``;
+    anything else -- and any file that cannot be read or parsed -- gives
+    ``None``, and the caller takes the PIL path (:func:`load_image`), which
+    classifies bad files. Only the header is parsed here (cheap).
+    """
+    try:
+        data = Path(path).read_bytes()
+        if len(data) < 4 or data[:3] != b"\xff\xd8\xff" or data[-2:] != b"\xff\xd9":
+            return None
+        with Image.open(io.BytesIO(data)) as im:
+            limit = Image.MAX_IMAGE_PIXELS
+            if (
+                im.format != "JPEG"
+                or im.mode not in ("RGB", "L")
+                or (limit is not None and im.width * im.height > limit)
+                or im.getexif().get(_EXIF_ORIENTATION, 1) != 1
+            ):
+                return None
+    except Exception:  # the PIL path names what is wrong
+        return None
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_jpegs(datas: list[torch.Tensor], device: torch.device | str) -> list[torch.Tensor]:
+    """Decode JPEG byte tensors (from :func:`jpeg_bytes`) to (3, H, W) uint8 RGB on ``device``.
+
+    Batched ``torchvision.io.decode_jpeg`` (nvjpeg on CUDA, libjpeg-turbo on
+    CPU); raises on any bad file, so callers fall back per file.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not datas:
+        return []
+    device = torch.device(device)
+    if device.type == "cuda":
+        out = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+    else:
+        out = [decode_jpeg(d, mode=ImageReadMode.RGB) for d in datas]
+    return list(out)
 
 
 def _preview(names: Sequence[str], n: int = 10) -> str:

@@ -44,6 +44,9 @@ def collect_command(
     chunk_size: int | None = typer.Option(None, "--chunk-size", help="Images per store chunk."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda[:N] [default: auto]"),
     bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast (CUDA)."),
+    decode: str | None = typer.Option(
+        None, help="JPEG decoding: auto | cpu | gpu | mixed [default: auto = mixed on CUDA]"
+    ),
     overwrite: bool | None = typer.Option(None, "--overwrite", help="Replace an existing store."),
     scheduler: str | None = typer.Option(
         None, help="Run on the dask.distributed cluster at ADDRESS (tcp://host:8786)."
@@ -71,6 +74,7 @@ def collect_command(
         "chunk_size": chunk_size,
         "device": device,
         "bf16": bf16,
+        "decode": decode,
         "overwrite": overwrite,
         "scheduler": scheduler,
         "workers": workers,
