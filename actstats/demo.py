@@ -55,8 +55,16 @@ __all__ = [
 ]
 
 #: Stored layers and reductions, as in ``pipelines/digits.toml``.
-DEMO_LAYERS = ("conv3_2", "conv4_1", "conv5_1", "fc6", "fc7", "fc8")
-DEMO_REDUCE = {"conv3_2": "grid:2", "conv4_1": "grid:2", "conv5_1": "grid:2"}
+#: The shallow layers (4x4 cells of 8x8 / 4x4 pixels) constrain local image statistics
+#: (ink colour, stroke width, smoothness); the deep ones the digit's shape.
+DEMO_LAYERS = ("conv1_1", "conv2_1", "conv3_2", "conv4_1", "conv5_1", "fc6", "fc7", "fc8")
+DEMO_REDUCE = {
+    "conv1_1": "grid:4",
+    "conv2_1": "grid:4",
+    "conv3_2": "grid:2",
+    "conv4_1": "grid:2",
+    "conv5_1": "grid:2",
+}
 NET_FACTORY = "actstats.digits:digits_vgg"
 JUDGE_FACTORY = "actstats.digits:digits_judge"
 _CACHE_VERSION = "demo-v1"

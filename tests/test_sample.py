@@ -86,8 +86,18 @@ def test_method_reaches_target_class(batches, method: str) -> None:
         assert [r.class_name for r in results] == [DIGIT_NAMES[c]] * 2
         probs = [r.target_probability for r in results]
         assert min(probs) > 0.9, (method, c, probs)
-        # the target rose from the zero image
+        # the target rose from the start image
         assert results[0].target_history[-1] > results[0].target_history[0]
+
+
+@pytest.mark.parametrize("method", ["suppress", "ancestral"])
+def test_statistics_methods_reach_every_class(models, digits_net: Network, method: str) -> None:
+    """One sample per digit class, all ten in one batch: p(class) > 0.9 for each."""
+    neurons = [f"fc8:{c}" for c in range(10)]
+    cfg = default_config(method, steps=STEPS)
+    per_class = sample_units(models, digits_net, neurons, method, 1, seed=0, config=cfg)
+    probs = {r[0].class_name: round(r[0].target_probability, 3) for r in per_class}
+    assert min(probs.values()) > 0.9, probs
 
 
 def test_priors_give_more_likely_activations_than_simonyan(batches) -> None:
@@ -106,7 +116,7 @@ def test_ancestral_reports_chain_match(batches) -> None:
 def test_ancestral_chain_reproduces_conditional_moments(models, digits_net: Network) -> None:
     stats = class_stats(models, "three")
     neuron = digits_net.resolve_neuron(parse_neuron("fc8:3"))
-    chain = sample_chain(stats, neuron, LAYERS, 3000, quantile=0.95, random_state=0)
+    chain = sample_chain(stats, neuron, LAYERS, 3000, quantile=0.95, random_state=0, rectify=False)
     top = stats.models.conditional("fc8", given=("fc8", 3))
     value = chain["fc8"][0, 3]
     assert np.allclose(chain["fc8"][:, 3], value)
@@ -119,6 +129,17 @@ def test_ancestral_chain_reproduces_conditional_moments(models, digits_net: Netw
         assert np.all(np.abs(resid.mean(0)) < 0.15 * spread), (upper, lower)
         # the residual is independent of the conditioning value: no leftover regression
         assert np.abs(np.corrcoef(resid[:, 0], chain[upper][:, 0])[0, 1]) < 0.1
+
+
+def test_ancestral_chain_is_rectified_where_real_activations_are(models, digits_net) -> None:
+    stats = class_stats(models, "three")
+    neuron = digits_net.resolve_neuron(parse_neuron("fc8:3"))
+    raw = sample_chain(stats, neuron, LAYERS, 500, random_state=0, rectify=False)
+    chain = sample_chain(stats, neuron, LAYERS, 500, random_state=0)
+    for layer in ("conv2_1", "conv3_2", "fc6", "fc7"):  # post-ReLU: a Gaussian goes below 0
+        assert (raw[layer] < 0).any() and (chain[layer] >= 0).all(), layer
+    assert (chain["fc8"] < 0).any()  # logits keep their sign
+    assert np.array_equal(chain["fc7"], np.maximum(raw["fc7"], 0.0))
 
 
 def test_same_seed_same_images_and_batched_measures(models, digits_net: Network) -> None:

@@ -123,9 +123,30 @@ def test_degenerate_data_is_finite(cov):
 
 
 def test_auto_picks_lowrank_for_wide_layers():
-    g = fit_gaussian(moments_from_array(RNG.normal(size=(20, 50))), cov="auto")
+    wide = moments_from_array(RNG.normal(size=(20, 50)))
+    g = fit_gaussian(wide, cov="auto", full_max_dim=32)
     assert g.cov_type_ == "lowrank" and g.components_.shape[1] == 19
+    assert fit_gaussian(wide, cov="auto").cov_type_ == "full"  # N < D: Ledoit-Wolf, not low-rank
     assert fit_gaussian(moments_from_array(X), cov="auto").cov_type_ == "full"
+
+
+@pytest.mark.parametrize("cov", ["auto", "lowrank:8"])
+def test_units_dead_in_the_fitting_rows_stay_plausible_held_out(cov):
+    """ReLU-like layer, N < D, units that never fire on the fitting rows (fc6 of a class).
+
+    Before the fix ``auto`` chose low-rank with K = D - 1: every residual variance
+    fell to the floor and held-out rows scored thousands of nats per unit.
+    """
+    rng = np.random.default_rng(3)
+    latent = rng.normal(size=(80, 6)) @ rng.normal(size=(6, 40))
+    X = np.maximum(latent + 0.3 * rng.normal(size=latent.shape) - np.linspace(0.5, 6.0, 40), 0.0)
+    fit, held = X[:30], X[30:]
+    assert (fit.std(0) == 0).any() and (held[:, fit.std(0) == 0] > 0).any()
+    g = fit_gaussian(moments_from_array(fit), cov=cov)
+    nll_fit = -g.score_samples(fit).mean() / 40
+    nll_held = -g.score_samples(held).mean() / 40
+    assert g.shrinkage_ > 0
+    assert nll_held < nll_fit + 5.0
 
 
 def test_bad_specs_raise():

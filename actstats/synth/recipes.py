@@ -4,9 +4,11 @@
 * ``suppress``: the target plus, for the stored layers below it, (a) the seed's
   outlier suppression (every few steps pick the units that are outliers under the
   class model and descend on them) and (b) the model's negative log-likelihood
-  weighted by ``prior_weight``; with jitter and total variation.
+  weighted by ``prior_weight``; from small noise, with jitter, total variation
+  and a blur every few steps.
 * ``ancestral``: sample the stored layers top-down from the class's conditionals
-  with the unit fixed at a high quantile, then invert them deepest first.
+  with the unit fixed at a high quantile (rectified layers clamped at 0), then
+  invert them deepest first.
 
 Several jobs (neuron + class statistics + count) run as one batch: each job's
 objective applies to its own rows (:func:`~actstats.synth.objectives.by_rows`).
@@ -50,15 +52,20 @@ class SynthConfig:
     """Every knob of the shared loop; each regularizer is switched off by a zero.
 
     ``layers`` are the stored layers the priors (``suppress``) or the chain
-    (``ancestral``) use; ``None`` means every stored layer below the target's
-    (for ``suppress`` only the conv ones: fc layers' point masses at zero after
-    the ReLU make a Gaussian's NLL gradients swamp the target; measured on the
-    digits, adding fc6/fc7 priors lowered p(class) from 0.96 to 0.3).
+    (``ancestral``) use; ``None`` means every stored layer below the target's.
+    (fc priors once swamped the target, p(class) 0.96 -> 0.3 on the digits; the
+    cause was the near-singular low-rank fit of post-ReLU layers, since fixed:
+    with Ledoit-Wolf covariances fc6/fc7 priors lower every Fréchet distance
+    and keep p(class) at 0.99.)
+    ``init`` is the pixel start: ``zero`` (Simonyan's) or ``noise`` of
+    ``init_std`` (normalized units), which gives each sample its own mode.
     """
 
     steps: int = 200
     lr: float = 0.05
     param: str = "pixel"
+    init: str = "zero"
+    init_std: float = 0.01
     l2_weight: float = 0.0
     tv_weight: float = 0.0
     jitter: int = 0
@@ -87,13 +94,17 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "l2_weight": 1e-2,
         "tv_weight": 0.5,
         "jitter": 2,
-        "prior_weight": 1.0,
+        "blur_every": 4,
+        "init": "noise",
+        "init_std": 0.5,
+        "prior_weight": 3.0,
         "suppress_weight": 0.05,
     },
     "ancestral": {
         "l2_weight": 1e-3,
         "tv_weight": 0.5,
         "jitter": 2,
+        "blur_every": 4,
         "lr": 0.05,
         "target_weight": 0.1,
     },
@@ -180,10 +191,8 @@ def _layer_order(network: Network) -> Callable[[str], int]:
     return lambda layer: names.index(layer) if layer in names else len(names)
 
 
-def _prior_layers(
-    network: Network, job: Job, config: SynthConfig, *, spatial_only: bool = False
-) -> list[str]:
-    """``config.layers``, else the stored layers below the target (conv only if asked)."""
+def _prior_layers(network: Network, job: Job, config: SynthConfig) -> list[str]:
+    """``config.layers``, else the stored layers below the target."""
     if job.stats is None:
         raise ActstatsError(
             f"--neuron {job.neuron}: this method needs class statistics; pass --class NAME"
@@ -198,10 +207,7 @@ def _prior_layers(
         return list(config.layers)
     order = _layer_order(network)
     depth = order(job.neuron.layer)
-    below = [ly for ly in job.stats.layers if order(ly) < depth]
-    if spatial_only:
-        below = [ly for ly in below if len(network.output_shape(ly)) == 3]
-    return below
+    return [ly for ly in job.stats.layers if order(ly) < depth]
 
 
 def _target(job: Job) -> obj.Objective:
@@ -220,7 +226,7 @@ def _regularizers(config: SynthConfig) -> obj.Objective | float:
 def _suppress_objective(network: Network, job: Job, config: SynthConfig) -> obj.Objective:
     loss = -config.target_weight * _target(job) + _regularizers(config)
     assert job.stats is not None  # checked by _prior_layers
-    for layer in _prior_layers(network, job, config, spatial_only=True):
+    for layer in _prior_layers(network, job, config):
         model = job.stats.models[layer]
         if config.prior_weight:
             loss = loss + config.prior_weight * layer_prior(job.stats, layer)
@@ -259,7 +265,9 @@ def _param(
         hooks.append(blur_pixels(config.blur_sigma, config.blur_every))
     if config.clip:
         hooks.append(clip_pixels(network.preprocessing))
-    return pixel_image(n, size, device=network.device, init="zero"), hooks
+    return pixel_image(
+        n, size, device=network.device, init=config.init, std=config.init_std, generator=generator
+    ), hooks
 
 
 def synthesize(
@@ -317,13 +325,16 @@ def sample_chain(
     *,
     quantile: float = 0.95,
     random_state: int = 0,
+    rectify: bool = True,
 ) -> dict[str, np.ndarray]:
     """Sample activations top-down with the unit fixed at a high quantile of real values.
 
     ``layers`` run shallow to deep and end with the unit's layer, which must be
     stored with the unit as one of its reduced values (``full`` or ``mean``).
     The unit's layer is drawn from ``p(z_L | unit = v)``, then each shallower
-    layer from ``p(z_k | z_k+1)``. Returns ``{layer: (n, D_layer)}``.
+    layer from ``p(z_k | z_k+1)``; with ``rectify`` each draw of a layer whose real
+    activations are non-negative (post-ReLU) is clamped at 0 before the next
+    layer is conditioned on it. Returns ``{layer: (n, D_layer)}``.
     """
     top = neuron.layer
     if not layers or layers[-1] != top:
@@ -344,10 +355,25 @@ def sample_chain(
         )
     }
     for deeper, layer in zip(layers[::-1], layers[::-1][1:], strict=False):
-        chain[layer] = stats.models.conditional(layer, given=deeper).sample(
+        drawn = stats.models.conditional(layer, given=deeper).sample(
             chain[deeper], random_state=rng
         )
+        chain[layer] = np.maximum(drawn, _support_floor(stats.models[layer])) if rectify else drawn
     return chain
+
+
+def _support_floor(model: Any) -> float:
+    """0 where the layer's real activations are non-negative (post-ReLU), else -inf.
+
+    A Gaussian conditional puts mass below zero that a rectified unit can never
+    reach; drawing such values and inverting them only pushes the image to
+    switch units off harder. A layer is taken as rectified when every unit's
+    lowest stored quantile of the real activations is >= 0.
+    """
+    q = getattr(model, "quantiles_", None)
+    if q is None:
+        return -np.inf
+    return 0.0 if float(np.min(np.asarray(q)[0])) >= 0.0 else -np.inf
 
 
 def _unit_quantile(model: Any, index: int, quantile: float) -> float:
@@ -433,3 +459,13 @@ def _inversion_objective(
             layer, chain[layer], reduction, unit_std(stats.models[layer])
         )
     return loss
+
+
+# ------------------------------------------------------------------ code-prior
+# Optimizes a layer's code, not pixels (actstats.synth.code_prior); registered last
+# because that module builds on the names above.
+from actstats.synth import code_prior as _code_prior  # noqa: E402
+
+METHODS = (*METHODS, _code_prior.METHOD)
+_DEFAULTS[_code_prior.METHOD] = _code_prior.DEFAULTS
+synthesize = _code_prior.dispatch(synthesize)

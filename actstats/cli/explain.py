@@ -1,0 +1,140 @@
+"""``actstats saliency | localize | invert | dream IMAGE ...``: explain one image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from actstats.cli.app import app, console, handle_errors
+from actstats.explain import run_dream, run_invert, run_localize, run_saliency
+from actstats.synth.dream import DreamConfig
+from actstats.synth.invert import InvertConfig
+
+__all__ = ["dream_command", "invert_command", "localize_command", "saliency_command"]
+
+_MODEL = typer.Option(None, "--model", help="Network [default: the --models file's].")
+_WEIGHTS = typer.Option(None, "--weights", help="imagenet | PATH | none.")
+_MODELS = typer.Option(None, "--models", help="Model directory written by `actstats fit`.")
+_DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N.")
+_CLASS = typer.Option(
+    None, "--class", help="Class whose statistics are the prior [default: the predicted one]."
+)
+_IMAGE = typer.Argument(..., help="Image file.")
+_NEURON = typer.Option(..., "--neuron", help="LAYER:INDEX, LAYER:INDEX@Y,X or LAYER:CLASSNAME.")
+_SMOOTHGRAD = typer.Option(0, "--smoothgrad", help="Average over N noisy copies (0: plain).")
+
+
+@app.command("saliency")
+@handle_errors
+def saliency_command(
+    image: Path = _IMAGE,
+    neuron: str = _NEURON,
+    output: Path = typer.Option(..., "-o", "--output", help="Heat-map PNG (raw map: .npy)."),
+    model: str | None = _MODEL,
+    weights: str | None = _WEIGHTS,
+    models: Path | None = _MODELS,
+    smoothgrad: int = _SMOOTHGRAD,
+    device: str = _DEVICE,
+) -> None:
+    """Image-specific saliency max_c |dS/dI| of a neuron (Simonyan et al. 2014)."""
+    png, npy = run_saliency(
+        image,
+        neuron,
+        output,
+        model=model,
+        weights=weights,
+        models=models,
+        smoothgrad=smoothgrad,
+        device=device,
+    )
+    console.print(f"wrote {png} and {npy}")
+
+
+@app.command("localize")
+@handle_errors
+def localize_command(
+    image: Path = _IMAGE,
+    neuron: str = _NEURON,
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for mask, box and overlay."),
+    model: str | None = _MODEL,
+    weights: str | None = _WEIGHTS,
+    models: Path | None = _MODELS,
+    smoothgrad: int = _SMOOTHGRAD,
+    device: str = _DEVICE,
+) -> None:
+    """Box the object a neuron responds to: saliency seeds + GraphCut colour segmentation."""
+    out = run_localize(
+        image,
+        neuron,
+        output,
+        model=model,
+        weights=weights,
+        models=models,
+        smoothgrad=smoothgrad,
+        device=device,
+    )
+    console.print(f"wrote {out}")
+
+
+@app.command("invert")
+@handle_errors
+def invert_command(
+    image: Path = _IMAGE,
+    layer: str = typer.Option(..., "--layer", help="Layer whose activations are inverted."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the images and JSON."),
+    model: str | None = _MODEL,
+    weights: str | None = _WEIGHTS,
+    models: Path | None = _MODELS,
+    class_name: str | None = _CLASS,
+    steps: int = typer.Option(200, help="Optimization steps."),
+    prior_weight: float = typer.Option(0.05, help="Weight of the class-model NLL."),
+    seed: int = typer.Option(0, help="Seed of the jitter."),
+    device: str = _DEVICE,
+) -> None:
+    """Reconstruct the image from one layer's activations; with --models also under the prior."""
+    config = InvertConfig(steps=steps, prior_weight=prior_weight, seed=seed)
+    out = run_invert(
+        image,
+        layer,
+        output,
+        model=model,
+        weights=weights,
+        models=models,
+        class_name=class_name,
+        config=config,
+        device=device,
+    )
+    console.print(f"wrote {out}")
+
+
+@app.command("dream")
+@handle_errors
+def dream_command(
+    image: Path = _IMAGE,
+    layer: str = typer.Option(..., "--layer", help="Layer whose response is amplified."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the images and JSON."),
+    octaves: int = typer.Option(3, help="Scales, coarse to fine."),
+    steps: int = typer.Option(30, help="Optimization steps per octave."),
+    model: str | None = _MODEL,
+    weights: str | None = _WEIGHTS,
+    models: Path | None = _MODELS,
+    class_name: str | None = _CLASS,
+    prior_weight: float = typer.Option(0.05, help="Weight of the class-model NLL."),
+    seed: int = typer.Option(0, help="Seed of the jitter."),
+    device: str = _DEVICE,
+) -> None:
+    """Deep dream: amplify what a layer already sees in the image; with --models also a prior."""
+    config = DreamConfig(octaves=octaves, steps=steps, prior_weight=prior_weight, seed=seed)
+    out = run_dream(
+        image,
+        layer,
+        output,
+        model=model,
+        weights=weights,
+        models=models,
+        class_name=class_name,
+        config=config,
+        device=device,
+    )
+    console.print(f"wrote {out}")

@@ -1,0 +1,153 @@
+"""Inversion lowers the activation error (and the prior lowers NLL); a dream raises the energy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import actstats
+import actstats.cli
+from actstats.collect import collect
+from actstats.digits import load_digit_folder_tensors
+from actstats.errors import ActstatsError
+from actstats.evaluate import layer_nll
+from actstats.fit import fit_store
+from actstats.network import Network
+from actstats.sample import class_stats
+from actstats.synth.dream import DreamConfig, activation_energy, dream
+from actstats.synth.invert import InvertConfig, activation_error, invert
+from actstats.synth.objectives import reduce_torch
+
+LAYERS = ["conv2_1", "conv3_2", "conv4_1", "fc6", "fc8"]
+REDUCE = {"conv2_1": "mean", "conv3_2": "grid:2", "conv4_1": "grid:2"}
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def models_dir(
+    digits_root: Path,
+    digits_weights: Path,
+    digits_net: Network,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    base = tmp_path_factory.mktemp("explain")
+    collect(
+        digits_root,
+        base / "store.zarr",
+        model="actstats.digits:digits_vgg",
+        weights=str(digits_weights),
+        network=digits_net,
+        layers=LAYERS,
+        reduce=REDUCE,
+        classes=["three", "seven"],
+        device="cpu",
+        progress=False,
+    )
+    fit_store(base / "store.zarr", base / "models")
+    return base / "models"
+
+
+@pytest.fixture(scope="module")
+def threes(digits_root: Path) -> torch.Tensor:
+    x, y = load_digit_folder_tensors(digits_root)
+    return x[y == 3][:2]
+
+
+def test_inversion_reduces_error_and_prior_lowers_nll(
+    models_dir: Path, digits_net: Network, threes: torch.Tensor
+) -> None:
+    stats = class_stats(actstats.load(models_dir), "three")
+    with torch.inference_mode():
+        target = digits_net.activations(threes, ["conv4_1"])["conv4_1"]
+    config = InvertConfig(steps=60)
+    plain = invert(digits_net, threes, "conv4_1", config=config)
+    prior = invert(digits_net, threes, "conv4_1", stats=stats, config=config)
+    start = activation_error(digits_net, torch.zeros_like(threes), "conv4_1", target)
+    for r in (plain, prior):
+        end = activation_error(digits_net, r.images, "conv4_1", target)
+        assert (end < 0.2 * start).all(), (start, end)
+    assert prior.prior_layers == ["conv2_1", "conv3_2", "conv4_1"]
+
+    def nll(images: torch.Tensor) -> float:
+        with torch.inference_mode():
+            acts = digits_net.activations(images, prior.prior_layers)
+        return float(
+            np.mean(
+                [
+                    layer_nll(
+                        stats.models[ly],
+                        reduce_torch(acts[ly], REDUCE[ly]).double().numpy(),
+                        per_unit=True,
+                    ).mean()
+                    for ly in prior.prior_layers
+                ]
+            )
+        )
+
+    print("NLL/unit without prior", nll(plain.images), "with prior", nll(prior.images))
+    assert nll(prior.images) < nll(plain.images)
+
+
+def test_dream_raises_energy(models_dir: Path, digits_net: Network, threes: torch.Tensor) -> None:
+    stats = class_stats(actstats.load(models_dir), "three")
+    before = activation_energy(digits_net, threes, "conv3_2")
+    for s in (None, stats):
+        out = dream(digits_net, threes, "conv3_2", stats=s, config=DreamConfig(steps=8))
+        after = activation_energy(digits_net, out.images, "conv3_2")
+        assert (after > 1.5 * before).all(), (before, after)
+        assert out.energy_history.shape == (24, 2)
+    with pytest.raises(ActstatsError, match="octaves"):
+        dream(digits_net, threes, "conv3_2", config=DreamConfig(octaves=12))
+    with pytest.raises(ActstatsError, match="unknown layer"):
+        invert(digits_net, threes, "conv9_9")
+
+
+def test_cli_invert_and_dream(models_dir: Path, digits_root: Path, tmp_path: Path) -> None:
+    image = str(sorted((digits_root / "seven").glob("*.png"))[0])
+    common = ["--models", str(models_dir), "--device", "cpu", "--steps", "4"]
+    r = runner.invoke(
+        actstats.cli.app,
+        ["invert", image, "--layer", "conv3_2", *common, "-o", str(tmp_path / "inv")],
+    )
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in (tmp_path / "inv").iterdir()} >= {
+        "input.png",
+        "inverted.png",
+        "inverted_prior.png",
+        "invert.json",
+    }
+    r = runner.invoke(
+        actstats.cli.app,
+        [
+            "dream",
+            image,
+            "--layer",
+            "conv3_2",
+            "--octaves",
+            "2",
+            *common,
+            "-o",
+            str(tmp_path / "dream"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "dream" / "dream_prior.png").is_file()
+    r = runner.invoke(
+        actstats.cli.app,
+        [
+            "invert",
+            image,
+            "--layer",
+            "conv3_2",
+            *common,
+            "--class",
+            "nine",
+            "-o",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert r.exit_code == 1 and "--class 'nine'" in r.output

@@ -1,0 +1,92 @@
+"""Simonyan saliency on the digits network: it sits on the strokes more than on the background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from typer.testing import CliRunner
+
+import actstats.cli
+from actstats.digits import DIGIT_NAMES
+from actstats.errors import ActstatsError
+from actstats.explain import load_input, to_rgb
+from actstats.layers import parse_neuron
+from actstats.network import Network
+from actstats.saliency import saliency_map
+
+runner = CliRunner()
+
+
+def _images(root: Path, network: Network) -> list[tuple[torch.Tensor, int]]:
+    return [
+        (load_input(network, sorted((root / name).glob("*.png"))[0]), label)
+        for label, name in enumerate(DIGIT_NAMES)
+    ]
+
+
+def _ink(network: Network, x: torch.Tensor) -> np.ndarray:
+    """Strokes (grey > 0.1) and their 2-px rim: the upsampled 8x8 digits have soft edges."""
+    gray = to_rgb(network, x)[0].mean(-1) / 255.0
+    return ndimage.binary_dilation(gray > 0.1, iterations=2)
+
+
+def test_saliency_concentrates_on_strokes(digits_root: Path, digits_net: Network) -> None:
+    ratios = []
+    for x, label in _images(digits_root, digits_net):
+        neuron = digits_net.resolve_neuron(parse_neuron(f"fc8:{label}"))
+        sal = saliency_map(digits_net, x, neuron)[0].numpy()
+        assert sal.shape == (32, 32) and (sal >= 0).all()
+        ink = _ink(digits_net, x)
+        ratios.append(sal[ink].mean() / sal[~ink].mean())
+    print("saliency in/out ratios", np.round(ratios, 2), "mean", np.mean(ratios))
+    assert np.mean(ratios) > 1.2
+    assert np.median(ratios) > 1.0
+
+
+def test_smoothgrad_is_seeded_and_differs(digits_root: Path, digits_net: Network) -> None:
+    x, label = _images(digits_root, digits_net)[3]
+    neuron = digits_net.resolve_neuron(parse_neuron(f"fc8:{label}"))
+    plain = saliency_map(digits_net, x, neuron)
+    a = saliency_map(digits_net, x, neuron, smoothgrad=4, seed=1)
+    b = saliency_map(digits_net, x, neuron, smoothgrad=4, seed=1)
+    assert torch.equal(a, b) and not torch.allclose(a, plain)
+
+
+def test_saliency_errors(digits_net: Network) -> None:
+    neuron = digits_net.resolve_neuron(parse_neuron("fc8:1"))
+    with pytest.raises(ActstatsError, match="smoothgrad"):
+        saliency_map(digits_net, torch.zeros(1, 3, 32, 32), neuron, smoothgrad=-1)
+    with pytest.raises(ActstatsError, match=r"expected \(N, 3, H, W\)"):
+        saliency_map(digits_net, torch.zeros(3, 32, 32), neuron)
+
+
+def test_cli_saliency(digits_root: Path, digits_weights: Path, tmp_path: Path) -> None:
+    image = sorted((digits_root / "seven").glob("*.png"))[0]
+    args = [
+        "saliency",
+        str(image),
+        "--neuron",
+        "fc8:7",
+        "--model",
+        "actstats.digits:digits_vgg",
+        "--weights",
+        str(digits_weights),
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path / "s.png"),
+    ]
+    result = runner.invoke(actstats.cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.png").is_file() and np.load(tmp_path / "s.npy").shape == (32, 32)
+    bad = runner.invoke(actstats.cli.app, [*args[:2], "--neuron", "fc8:99", *args[4:]])
+    assert bad.exit_code == 1 and "out of range" in bad.output
+    missing = runner.invoke(
+        actstats.cli.app,
+        ["saliency", str(image), "--neuron", "fc8:7", "-o", str(tmp_path / "t.png")],
+    )
+    assert missing.exit_code == 1 and "--model" in missing.output
