@@ -65,3 +65,38 @@ def digits_net(digits_weights: Path) -> Network:
 def judge_net(judge_weights: Path) -> Network:
     """The trained judge as a :class:`Network` on the CPU."""
     return load_network("actstats.digits:digits_judge", str(judge_weights))
+
+
+@pytest.fixture(scope="session")
+def fit_digits_models(
+    digits_root: Path,
+    digits_weights: Path,
+    digits_net: Network,
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    """Collect the digits with the trained net and fit them: ``make(layers, reduce, classes)``.
+
+    The real collect -> fit path, a few seconds per call; each test module picks the
+    layers and classes it needs and gets back the model directory.
+    """
+    from actstats.collect import collect
+    from actstats.fit import fit_store
+
+    def make(layers: list[str], reduce: dict[str, str], classes: list[str] | None = None) -> Path:
+        base = tmp_path_factory.mktemp("models")
+        collect(
+            digits_root,
+            base / "store.zarr",
+            model="actstats.digits:digits_vgg",
+            weights=str(digits_weights),
+            network=digits_net,
+            layers=layers,
+            reduce=reduce,
+            classes=classes,
+            device="cpu",
+            progress=False,
+        )
+        fit_store(base / "store.zarr", base / "models")
+        return base / "models"
+
+    return make

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 import actstats
-from actstats.collect import collect
 from actstats.errors import ActstatsError
-from actstats.fit import fit_store
 from actstats.layers import parse_neuron
 from actstats.network import Network
 from actstats.sample import class_stats, sample_units
@@ -22,27 +20,9 @@ LAYERS = ["conv3_2", "fc6", "fc7", "fc8"]
 
 
 @pytest.fixture(scope="module")
-def models_dir(
-    digits_root: Path,
-    digits_weights: Path,
-    digits_net: Network,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Path:
-    base = tmp_path_factory.mktemp("code")
-    collect(
-        digits_root,
-        base / "store.zarr",
-        model="actstats.digits:digits_vgg",
-        weights=str(digits_weights),
-        network=digits_net,
-        layers=LAYERS,
-        reduce={"conv3_2": "grid:2"},
-        classes=["two", "five"],
-        device="cpu",
-        progress=False,
-    )
-    fit_store(base / "store.zarr", base / "models")
-    return base / "models"
+def models_dir(fit_digits_models) -> Path:
+    """Digits two and five, collected and fitted."""
+    return fit_digits_models(LAYERS, {"conv3_2": "grid:2"}, ["two", "five"])
 
 
 def test_codes_clipped_and_probability_rises(models_dir: Path, digits_net: Network) -> None:

@@ -11,11 +11,9 @@ from typer.testing import CliRunner
 
 import actstats
 import actstats.cli
-from actstats.collect import collect
 from actstats.digits import load_digit_folder_tensors
 from actstats.errors import ActstatsError
 from actstats.evaluate import layer_nll
-from actstats.fit import fit_store
 from actstats.network import Network
 from actstats.sample import class_stats
 from actstats.synth.dream import DreamConfig, activation_energy, dream
@@ -28,27 +26,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def models_dir(
-    digits_root: Path,
-    digits_weights: Path,
-    digits_net: Network,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Path:
-    base = tmp_path_factory.mktemp("explain")
-    collect(
-        digits_root,
-        base / "store.zarr",
-        model="actstats.digits:digits_vgg",
-        weights=str(digits_weights),
-        network=digits_net,
-        layers=LAYERS,
-        reduce=REDUCE,
-        classes=["three", "seven"],
-        device="cpu",
-        progress=False,
-    )
-    fit_store(base / "store.zarr", base / "models")
-    return base / "models"
+def models_dir(fit_digits_models) -> Path:
+    """Digits three and seven, collected and fitted."""
+    return fit_digits_models(LAYERS, REDUCE, ["three", "seven"])
 
 
 @pytest.fixture(scope="module")

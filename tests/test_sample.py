@@ -13,10 +13,8 @@ from typer.testing import CliRunner
 
 import actstats
 import actstats.cli
-from actstats.collect import collect
 from actstats.digits import DIGIT_NAMES
 from actstats.errors import ActstatsError
-from actstats.fit import fit_store
 from actstats.layers import parse_neuron
 from actstats.network import Network, ResolvedNeuron, load_network
 from actstats.sample import (
@@ -36,27 +34,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def models_dir(
-    digits_root: Path,
-    digits_weights: Path,
-    digits_net: Network,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Path:
-    """The digits collected with the trained digits net and fitted per class (~5 s)."""
-    base = tmp_path_factory.mktemp("sample")
-    collect(
-        digits_root,
-        base / "store.zarr",
-        model="actstats.digits:digits_vgg",
-        weights=str(digits_weights),
-        network=digits_net,
-        layers=LAYERS,
-        reduce=REDUCE,
-        device="cpu",
-        progress=False,
-    )
-    fit_store(base / "store.zarr", base / "models")
-    return base / "models"
+def models_dir(fit_digits_models) -> Path:
+    """The digits collected with the trained digits net and fitted per class."""
+    return fit_digits_models(LAYERS, REDUCE)
 
 
 @pytest.fixture(scope="module")
