@@ -44,11 +44,15 @@ from actstats.sample import run_sample
 from actstats.synth.recipes import METHODS
 
 __all__ = [
+    "DEMO_EXPLAIN_LAYER",
     "DEMO_LAYERS",
     "DEMO_REDUCE",
     "DemoAssets",
     "DemoConfig",
+    "box_iou",
     "cache_dir",
+    "explain_digits",
+    "ink_box",
     "measure_realism",
     "prepare_assets",
     "run_demo",
@@ -65,6 +69,8 @@ DEMO_REDUCE = {
     "conv4_1": "grid:2",
     "conv5_1": "grid:2",
 }
+#: The conv layer the demo inverts and dreams at (stored, so the inversion has a prior).
+DEMO_EXPLAIN_LAYER = "conv3_2"
 NET_FACTORY = "actstats.digits:digits_vgg"
 JUDGE_FACTORY = "actstats.digits:digits_judge"
 _CACHE_VERSION = "demo-v1"
@@ -79,6 +85,12 @@ class DemoConfig:
     n: int = 4
     steps: int | None = None  # None: each method's default
     seed: int = 0
+    #: Extra sample sets outside the library's methods, for ablations:
+    #: ``(label, recipe, ((SynthConfig field, value), ...))``; each is sampled with
+    #: ``recipe``'s defaults plus the overrides and recorded as method ``label``.
+    variants: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = ()
+    #: Run the single-image tools (saliency, localization, inversion, dream) on held-out digits.
+    explain: bool = True
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -194,6 +206,134 @@ def measure_realism(
     }
 
 
+def ink_box(rgb: np.ndarray, threshold: int = 128) -> tuple[int, int, int, int]:
+    """Half-open ``(x0, y0, x1, y1)`` box of the pixels brighter than ``threshold`` (the ink)."""
+    ys, xs = np.nonzero(np.asarray(rgb).mean(axis=-1) >= threshold)
+    if not len(xs):
+        h, w = rgb.shape[:2]
+        return (0, 0, w, h)
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
+def box_iou(a: Sequence[int], b: Sequence[int]) -> float:
+    """Intersection over union of two half-open ``(x0, y0, x1, y1)`` boxes."""
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _save_big(rgb: np.ndarray, path: Path, scale: int = 4) -> Image.Image:
+    img = Image.fromarray(rgb).resize(
+        (rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST
+    )
+    img.save(path)
+    return img
+
+
+def _saliency_overlay(
+    rgb: np.ndarray, sal: np.ndarray, box: Sequence[int], ink: Sequence[int], path: Path
+) -> None:
+    """The digit with the saliency in red, the localization box (lime) and the ink box (cyan)."""
+    from PIL import ImageDraw
+
+    heat = sal / max(float(sal.max()), 1e-12)
+    base = rgb.astype(np.float64) * 0.5
+    base[..., 0] = np.maximum(base[..., 0], 255.0 * heat)
+    scale = 4
+    img = Image.fromarray(base.clip(0, 255).astype(np.uint8)).resize(
+        (rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST
+    )
+    draw = ImageDraw.Draw(img)
+    for (x0, y0, x1, y1), colour in ((ink, (0, 200, 255)), (box, (0, 255, 0))):
+        draw.rectangle((x0 * scale, y0 * scale, x1 * scale - 1, y1 * scale - 1), outline=colour)
+    img.save(path)
+
+
+def explain_digits(
+    network: Network,
+    models_path: Path,
+    assets: DemoAssets,
+    out: Path,
+    config: DemoConfig,
+    *,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """Saliency, localization, inversion (with and without the prior) and a dream on 2 held-out
+    digits; PNGs under ``out/explain/``, numbers in ``out/explain.json`` (returned)."""
+    from actstats.explain import load_input, to_rgb
+    from actstats.layers import parse_neuron
+    from actstats.localize import localize
+    from actstats.models import load
+    from actstats.saliency import saliency_map
+    from actstats.sample import class_stats
+    from actstats.synth.dream import DreamConfig, activation_energy, dream
+    from actstats.synth.invert import InvertConfig, activation_error, invert
+
+    fitted = load(models_path)
+    layer = DEMO_EXPLAIN_LAYER
+    inv_config = InvertConfig(steps=20 if quick else 80, seed=config.seed)
+    dream_config = DreamConfig(octaves=2, steps=4 if quick else 10, seed=config.seed)
+    classes = [c for c in config.classes if c in fitted.classes]
+    picks = [(classes[i % len(classes)], i // len(classes)) for i in range(2)]
+    root = out / "explain"
+    digits = []
+    for cls, k in picks:
+        image = sorted((assets.holdout_root / cls).glob("*.png"))[k]
+        folder = root / f"{cls}_{image.stem}"
+        folder.mkdir(parents=True, exist_ok=True)
+        inputs = load_input(network, image)
+        rgb = to_rgb(network, inputs)[0]
+        neuron = network.resolve_neuron(parse_neuron(f"fc8:{DIGIT_NAMES.index(cls)}"))
+        sal = saliency_map(network, inputs, neuron)[0].numpy()
+        loc = localize(rgb.astype(np.float64) / 255.0, sal)
+        ink = ink_box(rgb)
+        _save_big(rgb, folder / "input.png")
+        _saliency_overlay(rgb, sal, loc.box, ink, folder / "saliency.png")
+        with torch.inference_mode():
+            target = network.activations(inputs.to(network.device), [layer])[layer]
+        inversion = {}
+        for name, stats in (("inverted", None), ("inverted_prior", class_stats(fitted, cls))):
+            result = invert(network, inputs, layer, stats=stats, config=inv_config)
+            _save_big(to_rgb(network, result.images)[0], folder / f"{name}.png")
+            inversion[name] = {
+                "relative_error": float(activation_error(network, result.images, layer, target)[0]),
+                "prior_layers": result.prior_layers,
+            }
+        dreamed = dream(network, inputs, layer, config=dream_config)
+        _save_big(to_rgb(network, dreamed.images)[0], folder / "dream.png")
+        digits.append(
+            {
+                "class": cls,
+                "image": os.path.relpath(image, out),
+                "neuron": str(neuron),
+                "files": {
+                    n: os.path.relpath(folder / f"{n}.png", out)
+                    for n in ("input", "saliency", "inverted", "inverted_prior", "dream")
+                },
+                "localize": {
+                    "box": list(loc.box),
+                    "ink_box": list(ink),
+                    "iou_ink": box_iou(loc.box, ink),
+                },
+                "invert": {"layer": layer, **inversion},
+                "dream": {
+                    "layer": layer,
+                    "energy_before": float(activation_energy(network, inputs, layer)[0]),
+                    "energy_after": float(activation_energy(network, dreamed.images, layer)[0]),
+                },
+            }
+        )
+    record = {
+        "invert_config": asdict(inv_config),
+        "dream_config": asdict(dream_config),
+        "digits": digits,
+    }
+    (out / "explain.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
 @contextmanager
 def _stage(console: Console, number: int, total: int, text: str) -> Iterator[None]:
     console.rule(f"[bold]{number}/{total}[/] {text}", align="left")
@@ -217,9 +357,12 @@ def _sample_all(
         console=console,
         disable=not progress,
     ) as bar:
-        tasks = {m: bar.add_task(m, total=1, loss=float("nan")) for m in config.methods}
-        for method in config.methods:
-            task = tasks[method]
+        runs = [(m, m, {}) for m in config.methods] + [
+            (label, recipe, dict(overrides)) for label, recipe, overrides in config.variants
+        ]
+        tasks = {label: bar.add_task(label, total=1, loss=float("nan")) for label, _, _ in runs}
+        for label, method, overrides in runs:
+            task = tasks[label]
 
             def advance(step: int, total: int, loss: float, task: Any = task) -> None:
                 bar.update(task, completed=step, total=total, loss=loss)
@@ -230,15 +373,19 @@ def _sample_all(
                 method,
                 config.n,
                 config.seed,
-                out / "samples" / method,
+                out / "samples" / label,
                 device="cpu",
                 steps=config.steps,
                 progress=advance,
+                overrides=overrides,
             )
             for folder in folders:
                 meta = json.loads((folder / "samples.json").read_text())
+                if label != method:  # an ablation: name it, keep the recipe it ran
+                    meta.update(method=label, recipe=method, overrides=overrides)
+                    (folder / "samples.json").write_text(json.dumps(meta, indent=1))
                 files = [folder / r["file"] for r in meta["samples"]]
-                images[meta["class"]][method] = np.stack(
+                images[meta["class"]][label] = np.stack(
                     [np.asarray(Image.open(p).convert("RGB")) for p in files]
                 )
     return images
@@ -259,14 +406,14 @@ def run_demo(
     ``config`` overrides both. Everything runs on the CPU.
     """
     config = config or (DemoConfig.quick() if quick else DemoConfig())
-    _check_methods(config.methods)
+    _check_methods(config.methods, config.variants)
     unknown = [c for c in config.classes if c not in DIGIT_NAMES]
     if unknown or not config.classes:
         raise ActstatsError(f"demo classes {unknown or '()'}: choose from {', '.join(DIGIT_NAMES)}")
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    total = 6
+    total = 7 if config.explain else 6
     started = time.perf_counter()
     with _stage(console, 1, total, "digits and networks (cached)"):
         assets = prepare_assets(cache, console=console)
@@ -299,7 +446,12 @@ def run_demo(
             network, judge, assets, samples, n_real=config.n, seed=config.seed
         )
         (out / "realism.json").write_text(json.dumps(measured, indent=1))
-    with _stage(console, 6, total, "report"):
+    if config.explain:
+        with _stage(console, 6, total, "saliency, localization, inversion, dream (2 digits)"):
+            explain_digits(network, out / "models", assets, out, config, quick=quick)
+    else:
+        (out / "explain.json").unlink(missing_ok=True)
+    with _stage(console, total, total, "report"):
         (out / "run.json").write_text(
             json.dumps(
                 {
@@ -318,7 +470,7 @@ def run_demo(
     return report
 
 
-def _check_methods(methods: Sequence[str]) -> None:
-    bad = [m for m in methods if m not in METHODS]
+def _check_methods(methods: Sequence[str], variants: Sequence[tuple] = ()) -> None:
+    bad = [m for m in [*methods, *(v[1] for v in variants)] if m not in METHODS]
     if bad:
         raise ActstatsError(f"demo methods {bad}: choose from {', '.join(METHODS)}")

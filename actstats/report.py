@@ -4,6 +4,9 @@ A run directory holds, anywhere below it, the folders ``actstats sample`` writes
 (``samples.json`` + PNGs). Two optional files add to the page: ``run.json``
 (``real_root``: class folders of real images to show beside the samples) and
 ``realism.json`` (what :mod:`actstats.realism` measured; the demo writes both).
+A third, ``explain.json`` (the demo's single-image tools on held-out digits:
+saliency and localization, inversion with and without the prior, a dream), adds
+a section with those images and their measured numbers.
 
 The page shows, per class, a row of real images and then each method's
 samples; tables of metrics per method; and two matplotlib plots (NLL per layer
@@ -308,7 +311,49 @@ img{image-rendering:pixelated;width:64px;height:64px;margin:1px;border:1px solid
 .plots img{width:auto;height:auto;border:none}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 8px;
 text-align:right}th{background:#eee}caption{text-align:left;font-weight:bold}
-.row{display:flex;align-items:center;gap:.5em}.row b{width:7em;text-align:right}"""
+.row{display:flex;align-items:center;gap:.5em}.row b{width:7em;text-align:right}
+.explain figure{display:inline-block;margin:0 .5em;vertical-align:top;max-width:11em}
+.explain figure img{width:128px;height:128px}figcaption{font-size:85%}"""
+
+
+def _explain_section(explain: dict[str, Any], run_dir: Path) -> str:
+    """The single-image tools on held-out digits: images with their measured numbers."""
+    parts = []
+    for d in explain.get("digits", []):
+        files = {k: run_dir / v for k, v in d.get("files", {}).items()}
+        loc, inv, dr = d.get("localize", {}), d.get("invert", {}), d.get("dream", {})
+        plain, prior = inv.get("inverted", {}), inv.get("inverted_prior", {})
+        captions = {
+            "input": f"held-out {d.get('class')} ({Path(str(d.get('image'))).name})",
+            "saliency": f"saliency of {d.get('neuron')}; localization box (green) vs ink box "
+            f"(cyan): IoU {_fmt(loc.get('iou_ink'))}",
+            "inverted": f"inverted from {inv.get('layer')}, no prior: activation error "
+            f"{_fmt(plain.get('relative_error'))}",
+            "inverted_prior": f"inverted from {inv.get('layer')} with the class prior "
+            f"({', '.join(prior.get('prior_layers', []))}): activation error "
+            f"{_fmt(prior.get('relative_error'))}",
+            "dream": f"dream at {dr.get('layer')}: energy {_fmt(dr.get('energy_before'))} -> "
+            f"{_fmt(dr.get('energy_after'))}",
+        }
+        figures = "".join(
+            f'<figure data-tool="{html.escape(k)}">{_img(files[k], k)}'
+            f"<figcaption>{html.escape(text)}</figcaption></figure>"
+            for k, text in captions.items()
+            if k in files and files[k].is_file()
+        )
+        parts.append(
+            f'<div class="explain-digit"><h3>{html.escape(str(d.get("class")))}</h3>{figures}</div>'
+        )
+    if not parts:
+        return ""
+    return (
+        '<h2>Single-image tools</h2><section class="explain"><p>Saliency (max over channels '
+        "of |dS/dI|), GraphCut localization, inversion of one conv layer with and without the "
+        "fitted prior, and a short dream, on held-out digits. Activation error: "
+        "||phi(x) - phi(x0)||^2 / ||phi(x0)||^2; energy: mean squared activation.</p>"
+        + "".join(parts)
+        + "</section>"
+    )
 
 
 def _gallery(sets: Sequence[SampleSet], run: dict[str, Any], run_dir: Path, n_real: int) -> str:
@@ -376,6 +421,7 @@ def write_report(
     buf.write(
         '<h2>Plots</h2><div class="plots">' + "".join(_img(p, p.stem) for p in plots) + "</div>"
     )
+    buf.write(_explain_section(_read_optional(run_dir / "explain.json"), run_dir))
     buf.write("<h2>Samples</h2>" + _gallery(sets, run, run_dir, n_real) + "</body></html>")
     out.write_text(buf.getvalue())
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -405,10 +405,12 @@ def run_sample(
     prior_weight: float | None = None,
     layers: Sequence[str] | None = None,
     progress: Progress | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Load the model file and its network, sample every neuron, write the results.
 
-    ``model``/``weights`` default to what the model file's provenance records.
+    ``model``/``weights`` default to what the model file's provenance records;
+    ``overrides`` sets any other :class:`SynthConfig` field (e.g. ``suppress_weight=0``).
     Returns one output folder per neuron.
     """
     from actstats.models import load
@@ -421,10 +423,13 @@ def run_sample(
     network = load_network(model, weights or prov.get("weights"), device=device)
     config = default_config(
         method,
-        steps=steps,
-        lr=lr,
-        prior_weight=prior_weight,
-        layers=tuple(layers) if layers else None,
+        **{
+            "steps": steps,
+            "lr": lr,
+            "prior_weight": prior_weight,
+            "layers": tuple(layers) if layers else None,
+        }
+        | dict(overrides or {}),
     )
     per_neuron = sample_units(
         models,

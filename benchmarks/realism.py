@@ -13,6 +13,12 @@ go through the demo's real path (collect -> fit -> sample) and are measured by
 * judge agreement and diversity are reported without a goal, beside the real
   images measured the same way (``real``: n random fitting-half images).
 
+Ablation, reported without a goal: ``simonyan+reg`` is the ``suppress`` recipe
+(its noise init, jitter, TV, L2, blur every 4 steps, steps) with the statistics
+switched off (``prior_weight`` 0, ``suppress_weight`` 0). ``simonyan`` ->
+``simonyan+reg`` is what the regularizers give; ``simonyan+reg`` -> ``suppress``
+is what the statistics give. One line per statistics method compares them.
+
 Usage: ``python benchmarks/realism.py [--label NAME] [--n 8] [--cache DIR]``.
 Writes ``benchmarks/results/realism-<label>.json``, ``.md`` and ``-grid.png``.
 """
@@ -37,6 +43,10 @@ from actstats.digits import DIGIT_NAMES
 RESULTS = Path(__file__).resolve().parent / "results"
 STATS_METHODS = ("suppress", "ancestral")
 GRID_CLASSES = ("zero", "two", "four", "seven", "eight")
+#: The suppress recipe without its statistics: what the regularizers alone give.
+ABLATION = "simonyan+reg"
+ABLATION_VARIANT = (ABLATION, "suppress", (("prior_weight", 0.0), ("suppress_weight", 0.0)))
+GRID_METHODS = ("simonyan", ABLATION, *STATS_METHODS)
 
 
 def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -59,6 +69,35 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": worst >= 5.0,
                 }
             )
+    if ABLATION in summary:
+        rows.extend(ablation(summary))
+    return rows
+
+
+def _worst_ratio(base: dict[str, float], mine: dict[str, float]) -> float:
+    return min(base[ly] / mine[ly] for ly in base)
+
+
+def ablation(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per statistics method, the comparison with ``simonyan+reg`` (reported, ``met`` None)."""
+    ref = summary[ABLATION]
+    rows = []
+    for method in STATS_METHODS:
+        s = summary[method]
+        value = _worst_ratio(ref["frechet_net"], s["frechet_net"])
+        rows.append(
+            {
+                "goal": f"{method} vs {ABLATION} (reported, no goal): worst-layer FD ratio "
+                f"{ABLATION}/{method} net {value:.3g}, judge "
+                f"{_worst_ratio(ref['frechet_judge'], s['frechet_judge']):.3g}; "
+                f"pixel NLL ratio {s['pixel_nll_ratio']:.3g} vs {ref['pixel_nll_ratio']:.3g}; "
+                f"judge agrees {s['judge_agreement']:.3g} vs {ref['judge_agreement']:.3g}; "
+                f"p(target) {s['target_probability']:.3g} vs {ref['target_probability']:.3g}; "
+                "worst-layer FD ratio net",
+                "value": value,
+                "met": None,
+            }
+        )
     return rows
 
 
@@ -99,7 +138,7 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int = 2) -> Path:
-    """Rows of classes; column groups real | simonyan | suppress | ancestral (k images each)."""
+    """Rows of classes; column groups real | each of ``GRID_METHODS`` (k images each)."""
     groups: list[list[list[np.ndarray]]] = []
     for cls in GRID_CLASSES:
         idx = DIGIT_NAMES.index(cls)
@@ -109,7 +148,7 @@ def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int 
                 for p in sorted((real_root / cls).glob("*.png"))[:k]
             ]
         ]
-        for method in ("simonyan", *STATS_METHODS):
+        for method in GRID_METHODS:
             folder = run / "samples" / method / f"fc8_{idx}"
             row.append(
                 [
@@ -119,7 +158,7 @@ def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int 
             )
         groups.append(row)
     h, w, pad, gap = 32, 32, 2, 12
-    width = 4 * (k * (w + pad)) + 3 * gap
+    width = len(groups[0]) * (k * (w + pad)) + (len(groups[0]) - 1) * gap
     canvas = np.full((len(groups) * (h + pad) + pad, width, 3), 255, np.uint8)
     for r, row in enumerate(groups):
         for g, images in enumerate(row):
@@ -132,6 +171,10 @@ def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int 
     )
     big.save(path)
     return path
+
+
+def _verdict(met: bool | None) -> str:
+    return "REPORT" if met is None else "MET" if met else "NOT MET"
 
 
 def main() -> None:
@@ -151,7 +194,9 @@ def main() -> None:
         run_demo(
             run,
             cache=args.cache,
-            config=DemoConfig(n=args.n, seed=args.seed),
+            config=DemoConfig(
+                n=args.n, seed=args.seed, variants=(ABLATION_VARIANT,), explain=False
+            ),
             console=console,
             progress=False,
         )
@@ -164,9 +209,7 @@ def main() -> None:
     summary = measured["summary"]
     checked = goals(summary)
     md = table(summary)
-    goal_md = "\n".join(
-        f"- {'MET' if g['met'] else 'NOT MET'}: {g['goal']}: {g['value']:.3g}" for g in checked
-    )
+    goal_md = "\n".join(f"- {_verdict(g['met'])}: {g['goal']}: {g['value']:.3g}" for g in checked)
     console.print(md)
     console.print(goal_md)
     result = {
@@ -187,7 +230,7 @@ def main() -> None:
         f"# Realism benchmark ({args.label})\n\n{len(measured['classes'])} digit classes, "
         f"{args.n} samples per class and method, seed {args.seed}, {seconds:.0f} s "
         f"(whole demo path).\n\n{md}\n\n## Goals\n\n{goal_md}\n\n"
-        f"![real | simonyan | suppress | ancestral]({grid.name})\n\n## Definitions\n\n"
+        f"![real | {' | '.join(GRID_METHODS)}]({grid.name})\n\n## Definitions\n\n"
         + "\n".join(f"- **{k}**: {v}" for k, v in measured["definitions"].items())
         + "\n"
     )

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -52,6 +53,51 @@ def test_demo_quick_runs_end_to_end(
     assert measured["summary"]["real"]["judge_agreement"] > 0.5
     samples = json.loads((out / "samples" / "ancestral" / "fc8_7" / "samples.json").read_text())
     assert samples["class"] == "seven" and len(samples["samples"]) == quick.n
+    # the single-image tools on 2 held-out digits, with their images, in the report
+    assert "Single-image tools" in html
+    assert html.count('class="explain-digit"') == 2
+    for tool in ("input", "saliency", "inverted", "inverted_prior", "dream"):
+        assert html.count(f'data-tool="{tool}"') == 2
+    explained = json.loads((out / "explain.json").read_text())
+    assert [d["class"] for d in explained["digits"]] == ["zero", "one"]
+    for d in explained["digits"]:
+        assert all((out / f).stat().st_size > 100 for f in d["files"].values())
+        assert 0.0 <= d["localize"]["iou_ink"] <= 1.0
+        assert d["invert"]["inverted_prior"]["prior_layers"]
+        assert d["invert"]["inverted"]["relative_error"] >= 0.0
+        assert d["dream"]["energy_after"] > d["dream"]["energy_before"]
+
+
+def test_demo_variant_is_recorded_under_its_label(
+    seeded_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = demo.DemoConfig(
+        classes=("one",),
+        methods=("simonyan",),
+        n=2,
+        steps=4,
+        variants=(("simonyan+reg", "suppress", (("prior_weight", 0.0), ("suppress_weight", 0.0))),),
+        explain=False,
+    )
+    demo.run_demo(tmp_path / "run", cache=seeded_cache, config=config, progress=False)
+    meta = json.loads((tmp_path / "run/samples/simonyan+reg/fc8_1/samples.json").read_text())
+    assert meta["method"] == "simonyan+reg" and meta["recipe"] == "suppress"
+    assert meta["parameters"]["prior_weight"] == 0.0
+    assert meta["parameters"]["suppress_weight"] == 0.0
+    assert meta["parameters"]["blur_every"] == 4 and meta["parameters"]["init"] == "noise"
+    measured = json.loads((tmp_path / "run" / "realism.json").read_text())
+    assert set(measured["summary"]) == {"simonyan", "simonyan+reg", "real"}
+    assert 'data-method="simonyan+reg"' in (tmp_path / "run" / "report.html").read_text()
+    assert not (tmp_path / "run" / "explain.json").exists()
+
+
+def test_ink_box_and_iou() -> None:
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[2:5, 3:7] = 255
+    assert demo.ink_box(img) == (3, 2, 7, 5)
+    assert demo.box_iou((0, 0, 2, 2), (0, 0, 2, 2)) == 1.0
+    assert demo.box_iou((0, 0, 2, 2), (1, 0, 3, 2)) == pytest.approx(1 / 3)
+    assert demo.box_iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
 
 
 def test_prepare_assets_trains_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -145,3 +145,41 @@ def test_report_loads_in_headless_chromium(run_dir: Path, tmp_path: Path) -> Non
         check=True,
     )
     assert shot.stat().st_size > 10_000
+
+
+def test_report_shows_the_single_image_tools(run_dir: Path) -> None:
+    tools = ("input", "saliency", "inverted", "inverted_prior", "dream")
+    digits = []
+    for cls in CLASSES:
+        folder = run_dir / "explain" / cls
+        folder.mkdir(parents=True)
+        for k, tool in enumerate(tools):
+            Image.fromarray(_result(0, tool, k).image).save(folder / f"{tool}.png")
+        digits.append(
+            {
+                "class": cls,
+                "image": f"../holdout/{cls}/0001.png",
+                "neuron": "fc8:0",
+                "files": {t: f"explain/{cls}/{t}.png" for t in tools},
+                "localize": {"box": [1, 1, 9, 9], "ink_box": [2, 2, 9, 9], "iou_ink": 0.765},
+                "invert": {
+                    "layer": "conv3_2",
+                    "inverted": {"relative_error": 0.4321, "prior_layers": []},
+                    "inverted_prior": {"relative_error": 0.5, "prior_layers": ["conv1_1"]},
+                },
+                "dream": {"layer": "conv3_2", "energy_before": 1.0, "energy_after": 2.5},
+            }
+        )
+    (run_dir / "explain.json").write_text(json.dumps({"digits": digits}))
+    html = write_report(run_dir).read_text()
+    assert "Single-image tools" in html
+    assert html.count('class="explain-digit"') == len(CLASSES)
+    for tool in tools:
+        assert html.count(f'data-tool="{tool}"') == len(CLASSES)
+    assert "IoU 0.765" in html and "activation error 0.432" in html and "1 -&gt; 2.5" in html
+    # 20 as without the section + 2 digits x 5 images
+    assert len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"', html)) == 30
+
+
+def test_report_without_explain_json_has_no_tools_section(run_dir: Path) -> None:
+    assert "Single-image tools" not in write_report(run_dir).read_text()

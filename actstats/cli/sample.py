@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from actstats.cli.app import app, console, err_console, handle_errors
 from actstats.sample import run_sample
+from actstats.synth.recipes import METHODS
 
 __all__ = ["sample"]
 
@@ -20,7 +21,7 @@ def sample(
     neuron: list[str] = typer.Option(
         ..., "--neuron", help="LAYER:INDEX, LAYER:INDEX@Y,X or LAYER:CLASSNAME (repeatable)."
     ),
-    method: str = typer.Option("suppress", help="simonyan | suppress | ancestral."),
+    method: str = typer.Option("suppress", help=" | ".join(METHODS) + "."),
     n: int = typer.Option(8, "-n", help="Samples per neuron."),
     seed: int = typer.Option(0, help="Seed; the same seed gives identical images on the CPU."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for PNGs and samples.json."),
