@@ -122,10 +122,12 @@ class NetworkSpec:
 
     @classmethod
     def of(cls, net: Network) -> NetworkSpec:
+        """The spec of a network loaded by name (its weights' sha256 travels with it)."""
         pre = json.dumps(net.preprocessing.to_dict(), sort_keys=True)
         return cls(net.name, net.weights, net.device.type, pre, net.weights_sha256)
 
     def load(self) -> Network:
+        """Rebuild the network on this worker; refuse weights that differ from the client's."""
         pre = Preprocessing.from_dict(json.loads(self.preprocessing))
         net = load_network(self.name, self.weights, device=self.device, preprocessing=pre)
         if net.weights_sha256 != self.weights_sha256:
@@ -158,6 +160,7 @@ class NetworkPlugin(WorkerPlugin):
         self.name = f"actstats-network-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
 
     def setup(self, worker: Worker) -> None:
+        """Dask's hook on worker start: load the network once per process (thread-safe)."""
         with _LOADED_LOCK:
             if self.name not in _LOADED:
                 recipe = self.recipe

@@ -438,7 +438,11 @@ def _decode_batch(job: _Job, chunk: int, start: int) -> _Decoded:
 
 @functools.lru_cache(maxsize=64)
 def _chunk_names(store: str, run: str, chunk: int, size: int) -> np.ndarray:
-    """A chunk's file names, read once per run (opening a store costs ~20 ms)."""
+    """A chunk's file names, read once per run (opening a store costs ~20 ms).
+
+    ``run`` is unused in the body: it keys the cache, so a new run at the same
+    ``store`` path never sees the previous run's names.
+    """
     return open_store(store).group["images/path"][chunk * size : (chunk + 1) * size]
 
 

@@ -115,6 +115,14 @@ def cache_dir(cache: str | Path | None = None) -> Path:
     return Path(base).expanduser() / _CACHE_VERSION
 
 
+def _assets_cached(cache: str | Path | None = None) -> bool:
+    """Whether :func:`prepare_assets` will only read the cache (nothing to write or train)."""
+    root = cache_dir(cache)
+    folders = (root / "digits-train", root / "digits-holdout")
+    weights = (root / "digits_vgg.pth", root / "digits_judge.pth")
+    return all(f.is_dir() for f in folders) and all(w.is_file() for w in weights)
+
+
 def prepare_assets(
     cache: str | Path | None = None, *, console: Console | None = None
 ) -> DemoAssets:
@@ -415,7 +423,9 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     total = 7 if config.explain else 6
     started = time.perf_counter()
-    with _stage(console, 1, total, "digits and networks (cached)"):
+    cached = _assets_cached(cache)
+    title = "digits and networks (cached)" if cached else "digits and networks (training once)"
+    with _stage(console, 1, total, title):
         assets = prepare_assets(cache, console=console)
     with _stage(console, 2, total, "collect activations"):
         network = load_network(NET_FACTORY, str(assets.weights), device="cpu")

@@ -115,6 +115,7 @@ class DigitsVGG(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (n, 10) of a batch (n, 3, 32, 32); ``features``/``classifier`` as in VGG."""
         return self.classifier(torch.flatten(self.features(x), 1))
 
 

@@ -162,7 +162,7 @@ class Network:
                 from torchvision.models.feature_extraction import get_graph_node_names
 
                 self._fx_nodes = get_graph_node_names(self.module)[1]
-            except Exception:
+            except Exception:  # FX tracing fails in many ways; forward hooks take over
                 self._fx_nodes = []
         return self._fx_nodes
 
@@ -430,13 +430,14 @@ def _from_torchvision(
     if weights == "imagenet":
         wenum = torchvision.models.get_model_weights(name).DEFAULT
         module = torchvision.models.get_model(name, weights=None)
-        try:
-            module.load_state_dict(wenum.get_state_dict(progress=True, check_hash=True))
-        except Exception as exc:
+        try:  # URLError/HTTPError are OSErrors; a bad hash or partial file is a RuntimeError
+            state = wenum.get_state_dict(progress=True, check_hash=True)
+        except (OSError, RuntimeError) as exc:
             raise ActstatsError(
                 f"--weights imagenet: could not download {wenum} ({type(exc).__name__}); "
                 f"download {wenum.url} elsewhere and pass --weights PATH"
             ) from None
+        module.load_state_dict(state)  # torchvision's own weights fit: a failure is a bug
         return (
             module,
             Preprocessing.from_torchvision(wenum.transforms()),

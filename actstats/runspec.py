@@ -32,6 +32,8 @@ def load_run_spec(path: str | Path) -> dict[str, Any]:
         spec = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ActstatsError(f"run spec {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+        raise ActstatsError(f"run spec {path}: cannot read it ({exc}); pass a .toml file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ActstatsError(f"run spec {path}: not valid TOML ({exc})") from None
     try:

@@ -420,7 +420,15 @@ def run_sample(
     model = model or prov.get("model")
     if not model:
         raise ActstatsError(f"{models_path}: the model file records no network; pass --model")
-    network = load_network(model, weights or prov.get("weights"), device=device)
+    # The statistics hold for the preprocessing they were collected with (a store
+    # collected at another input size than the weights' recipe, e.g. 32 px VGG).
+    pre = prov.get("preprocessing")
+    network = load_network(
+        model,
+        weights or prov.get("weights"),
+        device=device,
+        preprocessing=Preprocessing.from_dict(pre) if pre else None,
+    )
     config = default_config(
         method,
         **{

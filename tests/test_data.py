@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import actstats.data
 from actstats.data import BadImageError, discover, load_image, read_class_list
 from actstats.errors import ActstatsError
 
@@ -40,6 +40,10 @@ def test_discover_sorted_per_class_and_classes(tmp_path: Path) -> None:
         discover(tmp_path / "missing")
     with pytest.raises(ActstatsError, match=r"--per-class 0"):
         discover(tmp_path, per_class=0)
+    with pytest.raises(ActstatsError, match=r"every class folder is empty"):
+        discover(tmp_path, classes=["empty"])
+    with pytest.raises(ActstatsError, match=r"no class folders; expected ROOT/<class>"):
+        discover(tmp_path / "empty")
 
 
 def _reason(path: Path) -> str:
@@ -76,15 +80,18 @@ def test_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert _reason(good) == "decompression bomb"
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # chmod 0 does not stop root (CI), so make the loader's open() refuse the file.
     path = _png(tmp_path / "secret.png")
-    path.chmod(0)
-    try:
-        if os.access(path, os.R_OK):
-            pytest.skip("running as root: permissions do not stop reads")
-        assert _reason(path) == "unreadable"
-    finally:
-        path.chmod(0o644)
+    real_open = open
+
+    def refuse(file, *args, **kwargs):
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(actstats.data, "open", refuse, raising=False)
+    assert _reason(path) == "unreadable"
 
 
 def test_modes_convert_to_rgb(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ def test_demo_quick_runs_end_to_end(
     result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "report:" in result.output and "report.html" in result.output
+    assert "digits and networks (cached)" in result.output
     html = (out / "report.html").read_text()
     quick = demo.DemoConfig.quick()
     for method in quick.methods:
@@ -110,7 +111,9 @@ def test_prepare_assets_trains_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         return 1.0
 
     monkeypatch.setattr(demo, "train_classifier", fake_train)
+    assert not demo._assets_cached(tmp_path)  # the demo's stage title says "training once"
     first = demo.prepare_assets(tmp_path)
+    assert demo._assets_cached(tmp_path)
     assert calls == ["DigitsVGG", "_Judge"]
     assert first.weights.is_file() and first.judge_weights.is_file()
     assert len(list((first.train_root / "zero").glob("*.png"))) > 50

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from typer.testing import CliRunner
 
 import actstats.cli
@@ -77,6 +78,12 @@ def test_fit_models_and_conditionals(store, tmp_path):
     assert m["cat"].conditional("b", given=("c", 0)).mean([0.0]).shape == (1, 3)
     with pytest.raises(ActstatsError, match="no joint model of a and c"):
         m["cat"].conditional("a", given="c")
+    with pytest.raises(ActstatsError, match=r"no models for class 'bird'; available: cat, dog"):
+        m["bird"]
+    with pytest.raises(ActstatsError, match=r"class 'cat' has no model of layer 'zz'; available"):
+        m["cat"].gaussian("zz")
+    with pytest.raises(ActstatsError, match=r"has no mixture for layer 'a'; fit with --mixture K"):
+        m["cat"].mixture("a")
 
 
 def test_mixture_and_wide_forms(store):
@@ -112,6 +119,13 @@ def test_errors(store, tmp_path):
         fit_store(path, None, classes=["bird"])
     with pytest.raises(ActstatsError, match="not a readable activation store"):
         fit_store(tmp_path / "nothing.zarr", None)
+    zarr.open_group(str(tmp_path / "bare.zarr"), mode="w")
+    with pytest.raises(ActstatsError, match=r"attrs\['actstats'\] is missing; run `actstats"):
+        fit_store(tmp_path / "bare.zarr", None)
+    meta = {"layers": [], "class_names": [], "chunk_size": 1}
+    zarr.open_group(str(tmp_path / "bare.zarr"), mode="w").attrs["actstats"] = meta
+    with pytest.raises(ActstatsError, match=r"array .*images/label.* is missing; re-run"):
+        fit_store(tmp_path / "bare.zarr", None)
     (tmp_path / "out").mkdir()
     with pytest.raises(ActstatsError, match="exists; pass --overwrite"):
         fit_store(path, tmp_path / "out")

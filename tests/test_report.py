@@ -100,6 +100,10 @@ def test_report_cli_and_errors(run_dir: Path, tmp_path: Path) -> None:
         load_run(tmp_path / "empty")
     with pytest.raises(ActstatsError, match="not a directory"):
         load_run(tmp_path / "missing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "samples.json").write_text('{"neuron": "fc8:1"}')
+    with pytest.raises(ActstatsError, match=r"samples\.json: not a samples\.json written by"):
+        load_run(tmp_path / "bad")
     (run_dir / "realism.json").write_text("{")
     result = CliRunner().invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 1 and "not valid JSON" in result.output
