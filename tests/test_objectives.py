@@ -123,6 +123,24 @@ def test_gaussian_prior_is_the_scipy_nll() -> None:
     np.testing.assert_allclose(per_unit({"fc": torch.as_tensor(X[:5])}).numpy(), ref / 4)
 
 
+def test_gaussian_prior_with_row_means_and_scaled_covariance() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 3))
+    g = GaussianLayerModel(cov="full:empirical").fit(X)
+    means = X[10:15]
+    prior = obj.gaussian_prior(
+        "fc", g.quadratic_factors(), per_unit=False, means=means, cov_scale=0.25
+    )
+    got = prior({"fc": torch.as_tensor(X[:5])}).numpy()
+    ref = [
+        -multivariate_normal(m, 0.25 * g.covariance_).logpdf(x)
+        for m, x in zip(means, X[:5], strict=True)
+    ]
+    np.testing.assert_allclose(got, ref, rtol=1e-8)
+    with pytest.raises(ActstatsError, match="cov_scale"):
+        obj.gaussian_prior("fc", g.quadratic_factors(), cov_scale=0.0)
+
+
 def test_mixture_prior_is_the_models_nll() -> None:
     rng = np.random.default_rng(1)
     X = np.concatenate([rng.normal(size=(150, 5)), rng.normal(size=(150, 5)) + 4])

@@ -130,6 +130,38 @@ def test_same_seed_same_images_and_batched_measures(models, digits_net: Network)
     assert len(a[0].loss_history) == 10 and a[0].steps == 10
 
 
+def test_suppress_prior_spread_gives_each_seed_its_own_prior(models, digits_net) -> None:
+    from actstats.synth.recipes import spread_prior
+
+    stats = class_stats(models, "three")
+
+    def means(seed: int) -> np.ndarray:
+        prior = spread_prior(stats, "fc7", 2, 0.9, np.random.RandomState(seed))
+        z = torch.as_tensor(np.asarray(models["three"].gaussian("fc7").mean_)[None].repeat(2, 0))
+        return prior({"fc7": z}).numpy()
+
+    a, b = means(0), means(1)
+    assert a[0] != a[1] and not np.allclose(a, b)  # rows and seeds differ
+    np.testing.assert_array_equal(a, means(0))  # one seed, one draw
+    assert default_config("suppress").prior_spread > 0  # suppress's default
+    # each sample its own mode: samples spread out more than under one shared Gaussian
+    spread_cfg = default_config("suppress", steps=STEPS)
+    one_cfg = default_config("suppress", steps=STEPS, prior_spread=0.0)
+
+    def diversity(cfg) -> float:
+        imgs = [
+            s.image
+            for s in sample_units(models, digits_net, ["fc8:3"], "suppress", 4, seed=0, config=cfg)[
+                0
+            ]
+        ]
+        flat = np.stack([np.asarray(i, dtype=np.float64).ravel() / 255 for i in imgs])
+        d = np.linalg.norm(flat[:, None] - flat[None], axis=-1)
+        return float(d[np.triu_indices(4, 1)].mean())
+
+    assert diversity(spread_cfg) > 1.2 * diversity(one_cfg)
+
+
 def test_mismatched_weights_refused(models, digits_net: Network) -> None:
     other = load_network("actstats.digits:digits_vgg", "factory")
     with pytest.raises(ActstatsError, match=r"sha256 .* differ"):

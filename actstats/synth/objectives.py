@@ -240,21 +240,38 @@ class _Cache:
 
 @objective_factory
 def gaussian_prior(
-    layer: str, factors: QuadraticFactors, reduction: str = "full", *, per_unit: bool = True
+    layer: str,
+    factors: QuadraticFactors,
+    reduction: str = "full",
+    *,
+    per_unit: bool = True,
+    means: np.ndarray | None = None,
+    cov_scale: float = 1.0,
 ) -> Objective:
     """Negative log-likelihood of the layer's (reduced) activations under a Gaussian.
 
     ``0.5 * (d2 + log det C + D log 2 pi)``; divided by D when ``per_unit`` so one
-    weight suits layers of any width.
+    weight suits layers of any width. ``means`` (N, D) gives each row its own mean
+    and ``cov_scale`` scales the covariance: ``N(means[i], cov_scale * C)``.
     """
-    cache = _Cache(lambda dev, dt: _factors_torch(factors, dev, dt))
-    const = factors.log_det_cov + factors.dim * math.log(2 * math.pi)
+    if cov_scale <= 0:
+        raise ActstatsError(f"gaussian_prior: cov_scale must be > 0, got {cov_scale}")
+
+    def make(dev: torch.device, dt: torch.dtype) -> dict[str, torch.Tensor | None]:
+        f = _factors_torch(factors, dev, dt)
+        if means is not None:
+            f["mean"] = torch.as_tensor(np.asarray(means), dtype=dt, device=dev)
+        return f
+
+    cache = _Cache(make)
+    const = factors.log_det_cov + factors.dim * (math.log(2 * math.pi) + math.log(cov_scale))
     scale = 1.0 / factors.dim if per_unit else 1.0
 
     def fn(acts: Acts) -> torch.Tensor:
         z = reduce_torch(acts[layer], reduction)
         _check_dim(layer, z, factors.dim)
-        return scale * 0.5 * (squared_mahalanobis_torch(z, cache.get(z)) + const)
+        d2 = squared_mahalanobis_torch(z, cache.get(z)) / cov_scale
+        return scale * 0.5 * (d2 + const)
 
     return Objective(fn, {layer}, "")
 

