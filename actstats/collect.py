@@ -158,7 +158,7 @@ def collect(
     """
     start = time.perf_counter()
     store = os.fspath(store)
-    if is_process_local(store) and (scheduler is not None or workers is not None):
+    if is_process_local(store) and (scheduler not in (None, *_LOCAL_SCHEDULERS) or workers):
         raise ActstatsError(
             f"store {store}: memory:// lives in this process only; dask workers need a "
             "shared path or object store URL"
@@ -633,6 +633,10 @@ class _NetworkRef:
 
 
 # ----------------------------------------------------------------- execution
+#: dask's in-process schedulers by the names ``fit`` accepts too; anything else is an address.
+_LOCAL_SCHEDULERS = {"threads": "threads", "sync": "sync", "synchronous": "sync"}
+
+
 def _run(
     pending: list[int],
     job: _Job,
@@ -642,16 +646,14 @@ def _run(
     workers: int | None,
     stages: Counter[str],
 ) -> None:
-    """Compute the graph on the threaded scheduler or a dask.distributed cluster."""
+    """Compute the graph on a local scheduler (threads, or sync for debugging) or a cluster."""
     if not pending:
         return
-    if scheduler is None and workers is None:
+    if workers is None and (scheduler is None or scheduler in _LOCAL_SCHEDULERS):
+        local = _LOCAL_SCHEDULERS.get(scheduler or "threads")
+        extra = {"num_workers": _threads(net.device)} if local == "threads" else {}
         with _ProgressCallback(advance, stages):
-            dask.compute(
-                *_graph(pending, job, _NetworkRef(net)),
-                scheduler="threads",
-                num_workers=_threads(net.device),
-            )
+            dask.compute(*_graph(pending, job, _NetworkRef(net)), scheduler=local, **extra)
         return
     from distributed import KilledWorker, as_completed
 

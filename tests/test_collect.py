@@ -91,6 +91,22 @@ def test_digits_store_equals_direct_forward(
         np.testing.assert_allclose(g[f"acts/{name}"][:], ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_local_scheduler_names_give_the_same_store(
+    digits_net: Network, small_root: Path, tmp_path: Path, scheduler: str
+) -> None:
+    """``--scheduler sync|threads`` run in-process (as ``fit`` accepts them), also on memory://."""
+    opts = {"network": digits_net, "layers": ["conv5_1", "fc7"], "chunk_size": 8}
+    collect(small_root, tmp_path / "ref.zarr", progress=False, **opts)
+    url = f"memory://actstats-test/sched-{scheduler}.zarr"
+    collect(small_root, url, scheduler=scheduler, progress=False, **opts)
+    ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")
+    got = zarr.open_group(url, mode="r")
+    for name in ("conv5_1", "fc7"):
+        np.testing.assert_array_equal(got[f"acts/{name}"][:], ref[f"acts/{name}"][:])
+    assert got["images/done"][:].all()
+
+
 def test_float16_store_and_xarray(digits_net: Network, small_root: Path, tmp_path: Path) -> None:
     collect(
         small_root,

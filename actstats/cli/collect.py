@@ -49,7 +49,9 @@ def collect_command(
     ),
     overwrite: bool | None = typer.Option(None, "--overwrite", help="Replace an existing store."),
     scheduler: str | None = typer.Option(
-        None, help="Run on the dask.distributed cluster at ADDRESS (tcp://host:8786)."
+        None,
+        help="Run on the dask.distributed cluster at ADDRESS (tcp://host:8786); "
+        "threads (default) or sync run in-process.",
     ),
     workers: int | None = typer.Option(
         None, help="Start N local dask worker processes (on CUDA: one per GPU, needs dask-cuda)."
