@@ -18,8 +18,7 @@ unreduced fc layer below the target (DGN-AM used fc6).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,20 +35,13 @@ from actstats.synth.render import Progress, render
 from actstats.synth.transforms import jitter
 
 __all__ = [
-    "DEFAULTS",
-    "METHOD",
     "CodeResult",
     "choose_code_layer",
     "code_bounds",
-    "dispatch",
     "forward_from_code",
     "optimize_code",
     "synthesize_code_prior",
 ]
-
-METHOD = "code-prior"
-#: ``SynthConfig`` overrides for the method (``steps`` serve the code and the pixels each).
-DEFAULTS: dict[str, Any] = {"l2_weight": 1e-3, "tv_weight": 0.5, "jitter": 1, "lr": 0.05}
 
 
 @dataclass
@@ -214,23 +206,3 @@ def synthesize_code_prior(
     )
     stages = [list(chain) for chain in chains]
     return Synthesis(result, rows, result.tracked["target"], chains, stages)
-
-
-def dispatch(synthesize_pixels: Callable[..., Synthesis]) -> Callable[..., Synthesis]:
-    """Wrap the recipes' ``synthesize`` so ``method="code-prior"`` runs here."""
-
-    @functools.wraps(synthesize_pixels)
-    def synthesize(
-        network: Network,
-        jobs: Sequence[Job],
-        method: str,
-        *,
-        config: SynthConfig,
-        seed: int = 0,
-        progress: Progress | None = None,
-    ) -> Synthesis:
-        if method == METHOD:
-            return synthesize_code_prior(network, jobs, config=config, seed=seed, progress=progress)
-        return synthesize_pixels(network, jobs, method, config=config, seed=seed, progress=progress)
-
-    return synthesize

@@ -45,7 +45,7 @@ __all__ = [
     "unit_std",
 ]
 
-METHODS = ("simonyan", "suppress", "ancestral")
+METHODS = ("simonyan", "suppress", "ancestral", "code-prior")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 0.05,
         "target_weight": 0.1,
     },
+    # ``steps`` serve the code and then the pixels each (actstats.synth.code_prior)
+    "code-prior": {"l2_weight": 1e-3, "tv_weight": 0.5, "jitter": 1, "lr": 0.05},
 }
 
 
@@ -328,6 +330,12 @@ def synthesize(
     """
     if method not in METHODS:
         raise ActstatsError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if (
+        method == "code-prior"
+    ):  # optimizes a layer's code, not pixels; that module builds on this one
+        from actstats.synth.code_prior import synthesize_code_prior
+
+        return synthesize_code_prior(network, jobs, config=config, seed=seed, progress=progress)
     counts = [job.n for job in jobs]
     rows = [
         slice(a, b) for a, b in zip(np.cumsum([0, *counts[:-1]]), np.cumsum(counts), strict=True)
@@ -502,13 +510,3 @@ def _inversion_objective(
             layer, chain[layer], reduction, unit_std(stats.models[layer])
         )
     return loss
-
-
-# ------------------------------------------------------------------ code-prior
-# Optimizes a layer's code, not pixels (actstats.synth.code_prior); registered last
-# because that module builds on the names above.
-from actstats.synth import code_prior as _code_prior  # noqa: E402
-
-METHODS = (*METHODS, _code_prior.METHOD)
-_DEFAULTS[_code_prior.METHOD] = _code_prior.DEFAULTS
-synthesize = _code_prior.dispatch(synthesize)
