@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_objectives import objectives_for, tiny_network
+from test_objectives import TERMS, objectives_for, tiny_network
 
 from actstats.synth import objectives as obj
-
-TERMS = [
-    "unit",
-    "unit_conv",
-    "unit_conv_yx",
-    "l2",
-    "tv",
-    "gaussian_prior",
-    "gaussian_lowrank",
-    "mixture_prior",
-    "match",
-    "outliers",
-]
 
 
 @pytest.fixture(scope="module")
