@@ -270,7 +270,7 @@ def explain_digits(
 ) -> dict[str, Any]:
     """Saliency, localization, inversion (with and without the prior) and a dream on 2 held-out
     digits; PNGs under ``out/explain/``, numbers in ``out/explain.json`` (returned)."""
-    from actstats.explain import load_input, to_rgb
+    from actstats.explain import load_input
     from actstats.layers import parse_neuron
     from actstats.localize import localize
     from actstats.models import load
@@ -292,7 +292,7 @@ def explain_digits(
         folder = root / f"{cls}_{image.stem}"
         folder.mkdir(parents=True, exist_ok=True)
         inputs = load_input(network, image)
-        rgb = to_rgb(network, inputs)[0]
+        rgb = network.preprocessing.to_uint8(inputs)[0]
         neuron = network.resolve_neuron(parse_neuron(f"fc8:{DIGIT_NAMES.index(cls)}"))
         sal = saliency_map(network, inputs, neuron)[0].numpy()
         loc = localize(rgb.astype(np.float64) / 255.0, sal)
@@ -304,13 +304,13 @@ def explain_digits(
         inversion = {}
         for name, stats in (("inverted", None), ("inverted_prior", class_stats(fitted, cls))):
             result = invert(network, inputs, layer, stats=stats, config=inv_config)
-            _save_big(to_rgb(network, result.images)[0], folder / f"{name}.png")
+            _save_big(network.preprocessing.to_uint8(result.images)[0], folder / f"{name}.png")
             inversion[name] = {
                 "relative_error": float(activation_error(network, result.images, layer, target)[0]),
                 "prior_layers": result.prior_layers,
             }
         dreamed = dream(network, inputs, layer, config=dream_config)
-        _save_big(to_rgb(network, dreamed.images)[0], folder / "dream.png")
+        _save_big(network.preprocessing.to_uint8(dreamed.images)[0], folder / "dream.png")
         digits.append(
             {
                 "class": cls,

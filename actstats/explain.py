@@ -35,7 +35,6 @@ __all__ = [
     "run_invert",
     "run_localize",
     "run_saliency",
-    "to_rgb",
 ]
 
 
@@ -66,12 +65,6 @@ def load_input(network: Network, path: str | Path) -> torch.Tensor:
     except BadImageError as exc:
         raise ActstatsError(f"IMAGE {path}: {exc.reason}; pass a readable image file") from None
     return network.preprocessing(image)[None]
-
-
-def to_rgb(network: Network, inputs: torch.Tensor) -> np.ndarray:
-    """Network inputs (N, 3, H, W) -> uint8 images (N, H, W, 3)."""
-    img = network.preprocessing.denormalize(inputs.detach().cpu().float())
-    return (img.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 def _class_stats(fitted: ModelSet, network: Network, inputs: torch.Tensor, class_name: str | None):
@@ -130,7 +123,7 @@ def run_saliency(
     np.save(npy, sal)
     plt = _figure()
     fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-    rgb = to_rgb(network, inputs)[0]
+    rgb = network.preprocessing.to_uint8(inputs)[0]
     axes[0].imshow(rgb)
     axes[0].set_title(Path(image).name)
     axes[1].imshow(rgb)
@@ -162,7 +155,7 @@ def run_localize(
     inputs = load_input(network, image)
     resolved = network.resolve_neuron(parse_neuron(neuron))
     sal = saliency_map(network, inputs, resolved, smoothgrad=smoothgrad)[0].numpy()
-    rgb = to_rgb(network, inputs)[0]
+    rgb = network.preprocessing.to_uint8(inputs)[0]
     loc = localize(rgb.astype(np.float64) / 255.0, sal)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +182,7 @@ def run_localize(
 
 def _write_pair(out: Path, name: str, network: Network, inputs: torch.Tensor, record: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_rgb(network, inputs)[0]).save(out / "input.png")
+    Image.fromarray(network.preprocessing.to_uint8(inputs)[0]).save(out / "input.png")
     (out / f"{name}.json").write_text(json.dumps(record, indent=1))
 
 
@@ -220,7 +213,7 @@ def run_invert(
     for name, stats in variants.items():
         result = invert(network, inputs, layer, stats=stats, config=config)
         out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(to_rgb(network, result.images)[0]).save(out / f"{name}.png")
+        Image.fromarray(network.preprocessing.to_uint8(result.images)[0]).save(out / f"{name}.png")
         record[name] = {
             "relative_error": float(activation_error(network, result.images, layer, target)[0]),
             "class": stats.name if stats is not None else None,
@@ -260,7 +253,7 @@ def run_dream(
     for name, stats in variants.items():
         result = dream(network, inputs, layer, stats=stats, config=config)
         out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(to_rgb(network, result.images)[0]).save(out / f"{name}.png")
+        Image.fromarray(network.preprocessing.to_uint8(result.images)[0]).save(out / f"{name}.png")
         record[name] = {
             "energy": float(activation_energy(network, result.images, layer)[0]),
             "class": stats.name if stats is not None else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
@@ -99,3 +100,8 @@ class Preprocessing:
         mean = torch.tensor(self.mean, device=inputs.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=inputs.device).view(1, -1, 1, 1)
         return (inputs * std + mean).clamp(0.0, 1.0)
+
+    def to_uint8(self, inputs: torch.Tensor) -> np.ndarray:
+        """Network inputs (N, 3, H, W) -> uint8 images (N, H, W, 3), for PNGs and metrics."""
+        img01 = self.denormalize(inputs.detach().cpu().float())
+        return (img01.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)

@@ -249,7 +249,7 @@ def sample_units(
                     method=method,
                     index=k,
                     seed=seed,
-                    image=_to_uint8(network.preprocessing, syn.result.images[row]),
+                    image=network.preprocessing.to_uint8(syn.result.images[row][None])[0],
                     target_score=m["score"],
                     target_probability=m["prob"],
                     nll=m["nll"],
@@ -337,11 +337,6 @@ def _chain_match(
         )
         for ly, target in chain.items()
     }
-
-
-def _to_uint8(pre: Preprocessing, image: torch.Tensor) -> np.ndarray:
-    img01 = pre.denormalize(image[None].float())[0]
-    return (img01.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 # ------------------------------------------------------------------ writing

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import actstats.cli
 from actstats.digits import DIGIT_NAMES
 from actstats.errors import ActstatsError
-from actstats.explain import load_input, to_rgb
+from actstats.explain import load_input
 from actstats.layers import parse_neuron
 from actstats.localize import localize, seed_masks
 from actstats.network import Network
@@ -44,7 +44,7 @@ def test_digits_boxes_overlap_ink(digits_root: Path, digits_net: Network) -> Non
         x = load_input(digits_net, sorted((digits_root / name).glob("*.png"))[0])
         neuron = digits_net.resolve_neuron(parse_neuron(f"fc8:{label}"))
         sal = saliency_map(digits_net, x, neuron)[0].numpy()
-        rgb = to_rgb(digits_net, x)[0] / 255.0
+        rgb = digits_net.preprocessing.to_uint8(x)[0] / 255.0
         ys, xs = np.nonzero(rgb.mean(-1) > 0.25)
         values.append(iou(localize(rgb, sal).box, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)))
     print("digits box IoU", np.round(values, 2), "mean", np.mean(values))

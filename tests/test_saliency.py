@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import actstats.cli
 from actstats.digits import DIGIT_NAMES
 from actstats.errors import ActstatsError
-from actstats.explain import load_input, to_rgb
+from actstats.explain import load_input
 from actstats.layers import parse_neuron
 from actstats.network import Network
 from actstats.saliency import saliency_map
@@ -30,7 +30,7 @@ def _images(root: Path, network: Network) -> list[tuple[torch.Tensor, int]]:
 
 def _ink(network: Network, x: torch.Tensor) -> np.ndarray:
     """Strokes (grey > 0.1) and their 2-px rim: the upsampled 8x8 digits have soft edges."""
-    gray = to_rgb(network, x)[0].mean(-1) / 255.0
+    gray = network.preprocessing.to_uint8(x)[0].mean(-1) / 255.0
     return ndimage.binary_dilation(gray > 0.1, iterations=2)
 
 
