@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from actstats.errors import ActstatsError
+from actstats.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["ActstatsError", "__version__", "load"]
 
 
 def load(path: Any) -> Any:
-    """Load a fitted model file (see :func:`actstats.models.load`)."""
-    from actstats.models import load as _load
+    """Load a fitted model file (see :func:`actstats.io.modelfile.load_models`)."""
+    from actstats.io.modelfile import load_models
 
-    return _load(path)
+    return load_models(path)

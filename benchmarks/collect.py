@@ -3,11 +3,11 @@
 Both use the same network, layers, batch size and device in the same process:
 forward-only runs the already preprocessed images through
 ``Network.activations`` under ``torch.inference_mode``; the pipeline is
-``actstats.collect.collect`` end to end (decode, preprocess, forward, reduce,
+``actstats.pipeline.collect.collect`` end to end (decode, preprocess, forward, reduce,
 zarr writes) on images written to a temp dir.
 
     python benchmarks/collect.py --model vgg16 --weights none --images 512 --size 224 --jpeg
-    python benchmarks/collect.py --model actstats.digits:digits_vgg --images 2048 --size 32
+    python benchmarks/collect.py --model actstats.demo.digits:digits_vgg --images 2048 --size 32
 
 Writes benchmarks/results/collect-<label>.{json,md}.
 """
@@ -29,11 +29,12 @@ import zarr
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from actstats.collect import DECODERS, _geometry, _normalize, _prepare, collect, plan_layers
-from actstats.data import load_image
-from actstats.network import Network, load_network
-from actstats.preprocessing import Preprocessing
-from actstats.reduce import parse_reduction
+from actstats.io.data import load_image
+from actstats.net.network import Network, load_network
+from actstats.net.preprocessing import Preprocessing
+from actstats.net.reduce import parse_reduction
+from actstats.pipeline.collect import collect, plan_layers
+from actstats.pipeline.collect_graph import DECODERS, geometry, normalize, prepare_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -72,9 +73,9 @@ def forward_only(
     and one copy of the rows back per batch -- what ``forward-c`` does minus
     decoding and zarr writes.
     """
-    _prepare(net)
-    geometry = _geometry(net.preprocessing)
-    x = torch.stack([geometry(pil_to_tensor(load_image(f))) for f in files])
+    prepare_device(net)
+    resize_crop = geometry(net.preprocessing)
+    x = torch.stack([resize_crop(pil_to_tensor(load_image(f))) for f in files])
     cuda = net.device.type == "cuda"
     if cuda:
         x = x.pin_memory()
@@ -84,7 +85,7 @@ def forward_only(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and cuda)
 
     def run(xb: torch.Tensor) -> torch.Tensor:
-        xb = _normalize(xb.to(net.device, non_blocking=True), net.preprocessing)
+        xb = normalize(xb.to(net.device, non_blocking=True), net.preprocessing)
         with autocast:
             acts = net.activations(xb.contiguous(memory_format=fmt), list(reductions))
             flat = torch.cat([r(acts[n]).float().flatten(1) for n, r in reductions.items()], 1)
@@ -160,7 +161,6 @@ def main() -> None:
                 network=net,
                 layers=layers,
                 batch_size=args.batch_size,
-                progress=False,
                 bf16=args.bf16,
                 decode=args.decode,
                 overwrite=True,

@@ -25,30 +25,37 @@ from pathlib import Path
 
 import dask
 import numpy as np
-import zarr
 
-from actstats.fit import _chunk_moments, _merge_layer_moments, _merge_tree
+from actstats.io.store import STORE_VERSION, create_store, finish_store, open_store, write_chunk
+from actstats.pipeline.fit_tasks import chunk_moments, merge_layer_moments, merge_tree
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def write_store(path: Path, n: int, d: int, chunk: int, seed: int = 0) -> Path:
-    """A one-class store with one float32 layer ``x`` of shape (n, d), written chunk by chunk."""
-    g = zarr.open_group(str(path), mode="w")
-    g.attrs["actstats"] = {
-        "layers": [{"name": "x", "dim": d}],
+    """A one-class store with one float32 layer ``x`` of shape (n, d), written chunk by chunk
+    through the store API (as ``collect`` writes)."""
+    attrs = {
+        "version": STORE_VERSION,
+        "model": "benchmark",
+        "weights": "none",
+        "weights_sha256": None,
+        "preprocessing": {"resize": 1, "crop": 1, "mean": [0.0], "std": [1.0]},
+        "layers": [{"name": "x", "module": "x", "reduce": "full", "shape": [d], "dim": d}],
         "class_names": ["c"],
         "chunk_size": chunk,
         "n_images": n,
+        "dtype": "float32",
+        "complete": False,
     }
-    g.create_array("images/label", data=np.zeros(n, np.int32), chunks=(chunk,))
-    g.create_array("images/ok", data=np.ones(n, bool), chunks=(chunk,))
-    arr = g.create_array("acts/x", shape=(n, d), dtype="float32", chunks=(chunk, d))
+    store = create_store(path, attrs, [f"{i}.png" for i in range(n)], np.zeros(n, np.int32))
     rng = np.random.default_rng(seed)
     mix = rng.normal(size=(d, d)).astype(np.float32) / np.sqrt(d)
-    for s in range(0, n, chunk):
+    for index, s in enumerate(range(0, n, chunk)):
         e = min(s + chunk, n)
-        arr[s:e] = rng.standard_normal((e - s, d), dtype=np.float32) @ mix + 1.0
+        x = rng.standard_normal((e - s, d), dtype=np.float32) @ mix + 1.0
+        write_chunk(store, index, {"x": x}, np.ones(e - s, bool), [""] * (e - s))
+    finish_store(store, [])
     return path
 
 
@@ -56,11 +63,11 @@ def stream_moments(path: Path, n: int, chunk: int, scheduler: str = "threads"):
     """Moments of all rows of ``acts/x``, the way ``fit_store`` pass 1 computes them."""
     spans = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     parts = [
-        dask.delayed(_chunk_moments)(str(path), ["x"], sp, {"c": np.arange(sp[1] - sp[0])}, False)
+        dask.delayed(chunk_moments)(str(path), ["x"], sp, {"c": np.arange(sp[1] - sp[0])}, False)
         for sp in spans
     ]
     picked = [dask.delayed(lambda p: p["c"])(p) for p in parts]
-    (out,) = dask.compute(_merge_tree(picked, _merge_layer_moments), scheduler=scheduler)
+    (out,) = dask.compute(merge_tree(picked, merge_layer_moments), scheduler=scheduler)
     return out["x"]
 
 
@@ -107,7 +114,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         small = write_store(Path(tmp) / "small.zarr", a.n, a.d, a.chunk)
-        X = np.asarray(zarr.open_group(str(small), mode="r")["acts/x"][:]).astype(np.float64)
+        X = np.asarray(open_store(small).acts("x")[:]).astype(np.float64)
         t_stream = min(_timed(lambda: stream_moments(small, a.n, a.chunk)) for _ in range(3))
         t_cov = min(_timed(lambda: np.cov(X, rowvar=False)) for _ in range(3))
         m = stream_moments(small, a.n, a.chunk)

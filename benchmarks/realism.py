@@ -2,7 +2,7 @@
 
 On the digits network, for every class, ``--n`` samples per method (fixed seed)
 go through the demo's real path (collect -> fit -> sample) and are measured by
-:mod:`actstats.realism` (see its docstring for every definition). Goals:
+:mod:`actstats.eval.realism` (see its docstring for every definition). Goals:
 
 * target probability >= 0.9 for every method (mean over all its samples);
 * pixel NLL ratio (mean NLL generated / mean NLL real, per class, averaged) <= 3
@@ -37,8 +37,9 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
-from actstats.demo import DemoConfig, run_demo
-from actstats.digits import DIGIT_NAMES
+from actstats.cli.demo import RichReporter
+from actstats.demo.digits import DIGIT_NAMES
+from actstats.demo.run import DemoConfig, run_demo
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STATS_METHODS = ("suppress", "ancestral")
@@ -197,8 +198,7 @@ def main() -> None:
             config=DemoConfig(
                 n=args.n, seed=args.seed, variants=(ABLATION_VARIANT,), explain=False
             ),
-            console=console,
-            progress=False,
+            reporter=RichReporter(progress=False),
         )
         seconds = time.perf_counter() - start
         measured = json.loads((run / "realism.json").read_text())

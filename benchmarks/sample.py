@@ -20,38 +20,37 @@ import torch
 import typer
 
 import actstats
-from actstats.network import load_network
-from actstats.sample import sample_units
-from actstats.synth.recipes import default_config
+from actstats.net.network import load_network
+from actstats.pipeline.sample import sample_units
+from actstats.synth.methods import default_config
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def _digits_models(workdir: Path) -> tuple[Path, str, str]:
-    from actstats.collect import collect
-    from actstats.digits import (
+    from actstats.demo.digits import (
         digits_vgg,
         load_digit_folder_tensors,
         train_classifier,
         write_digit_folders,
     )
-    from actstats.fit import fit_store
+    from actstats.pipeline.collect import collect
+    from actstats.pipeline.fit import fit_store
 
     root = write_digit_folders(workdir / "digits")
     module = digits_vgg()
     train_classifier(module, *load_digit_folder_tensors(root), seed=0)
     weights = workdir / "digits_vgg.pth"
     torch.save(module.state_dict(), weights)
-    model = "actstats.digits:digits_vgg"
+    model = "actstats.demo.digits:digits_vgg"
     collect(
         root,
         workdir / "store.zarr",
-        model=model,
+        network=model,
         weights=str(weights),
         layers=["conv2_1", "conv3_2", "fc6", "fc7", "fc8"],
         reduce={"conv2_1": "mean", "conv3_2": "grid:2"},
         device="cpu",
-        progress=False,
     )
     fit_store(workdir / "store.zarr", workdir / "models")
     return workdir / "models", model, str(weights)

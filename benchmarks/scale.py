@@ -1,6 +1,6 @@
 """Benchmark: collect images/s in-process vs 1 and 2 dask worker processes, projected to ImageNet.
 
-Each run is ``actstats.collect.collect`` end to end on the same JPEGs (random
+Each run is ``actstats.pipeline.collect.collect`` end to end on the same JPEGs (random
 crops of scikit-image photos, benchmarks/collect.py's ``write_images``): the
 threaded scheduler in this process, then ``scheduler=ADDRESS`` on a
 ``LocalCluster`` of 1 and of 2 worker processes started beforehand. Cluster
@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actstats.cluster import connect
-from actstats.collect import collect
-from actstats.network import load_network
-from actstats.reduce import parse_reduction
+from actstats.net.network import load_network
+from actstats.net.reduce import parse_reduction
+from actstats.pipeline.cluster import connect
+from actstats.pipeline.collect import collect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collect import write_images  # the sibling benchmark's image writer
@@ -46,12 +46,11 @@ def timed_collect(root: Path, store: Path, args: argparse.Namespace, **where: An
     summary = collect(
         root,
         store,
-        model=args.model,
+        network=args.model,
         weights=args.weights,
         device="cpu",
         batch_size=args.batch_size,
         chunk_size=args.batch_size,
-        progress=False,
         **where,
     )
     return summary.n_images / (time.perf_counter() - start)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import actstats
-from actstats.fit import fit_store
+from actstats.pipeline.fit import fit_store
 
 
 def ancestral(models, cls: str, unit_layer: str, index: int, value: float, n: int = 4):

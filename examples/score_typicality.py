@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import actstats
-from actstats.fit import fit_store
+from actstats.pipeline.fit import fit_store
 
 
 def demo_models(tmp: Path) -> tuple[Path, str, str, np.ndarray]:

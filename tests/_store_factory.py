@@ -1,12 +1,13 @@
-"""Build small activation stores with plain zarr, following the store layout of ``collect``."""
+"""Build small activation stores through the store API that ``collect`` writes with."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-import zarr
+
+from actstats.io.store import STORE_VERSION, create_store, finish_store, write_chunk
+from actstats.version import __version__
 
 
 def make_store(
@@ -19,23 +20,25 @@ def make_store(
     ok: np.ndarray | None = None,
     dtype: str = "float32",
 ) -> Path:
-    """Write ``acts`` (layer -> (N, D), shallow to deep) as an activation store at ``path``."""
+    """Write ``acts`` (layer -> (N, D), shallow to deep) as an activation store at ``path``.
+
+    Rows where ``ok`` is False are stored as NaN, as ``collect`` stores skipped files.
+    """
     n = len(labels)
-    ok = np.ones(n, dtype=bool) if ok is None else ok
-    g = zarr.open_group(str(path), mode="w")
-    n_chunks = -(-n // chunk_size)
-    g.attrs["actstats"] = {
-        "version": "0.1.0",
+    ok = np.ones(n, dtype=bool) if ok is None else np.asarray(ok, dtype=bool)
+    attrs = {
+        "version": STORE_VERSION,
+        "actstats_version": __version__,
         "model": "toy",
         "weights": "none",
         "weights_sha256": None,
-        "preprocessing": {"size": 8},
+        "preprocessing": {"resize": 8, "crop": 8, "mean": [0.5], "std": [0.5]},
         "layers": [
             {
                 "name": k,
                 "module": f"m.{i}",
                 "reduce": "full",
-                "shape": [v.shape[1]],
+                "shape": [int(v.shape[1])],
                 "dim": int(v.shape[1]),
             }
             for i, (k, v) in enumerate(acts.items())
@@ -44,20 +47,14 @@ def make_store(
         "chunk_size": chunk_size,
         "n_images": n,
         "dtype": dtype,
-        "complete": True,
+        "complete": False,
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fixed-length strings have no zarr v3 spec yet
-        g.create_array(
-            "images/path", data=np.array([f"img{i}.png" for i in range(n)]), chunks=(chunk_size,)
-        )
-    g.create_array("images/label", data=np.asarray(labels, dtype=np.int32), chunks=(chunk_size,))
-    g.create_array("images/ok", data=ok, chunks=(chunk_size,))
-    g.create_array("images/done", data=np.ones(n_chunks, dtype=bool), chunks=(n_chunks,))
-    for name, X in acts.items():
-        g.create_array(
-            f"acts/{name}", data=np.asarray(X, dtype=dtype), chunks=(chunk_size, X.shape[1])
-        )
+    store = create_store(path, attrs, [f"img{i}.png" for i in range(n)], np.asarray(labels))
+    for index, start in enumerate(range(0, n, chunk_size)):
+        rows = slice(start, min(n, start + chunk_size))
+        chunk = {k: np.where(ok[rows, None], np.asarray(v)[rows], np.nan) for k, v in acts.items()}
+        write_chunk(store, index, chunk, ok[rows], ["" if k else "skipped" for k in ok[rows]])
+    finish_store(store, [])
     return path
 
 

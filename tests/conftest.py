@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from actstats.digits import (
+from actstats.demo.digits import (
     digits_judge,
     digits_vgg,
     load_digit_folder_tensors,
     train_classifier,
     write_digit_folders,
 )
-from actstats.network import Network, load_network
+from actstats.net.network import Network, load_network
 
 torch.set_num_threads(2)
 
@@ -58,19 +58,18 @@ def judge_weights(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session")
 def digits_net(digits_weights: Path) -> Network:
     """The trained digits VGG as a :class:`Network` on the CPU."""
-    return load_network("actstats.digits:digits_vgg", str(digits_weights))
+    return load_network("actstats.demo.digits:digits_vgg", str(digits_weights))
 
 
 @pytest.fixture(scope="session")
 def judge_net(judge_weights: Path) -> Network:
     """The trained judge as a :class:`Network` on the CPU."""
-    return load_network("actstats.digits:digits_judge", str(judge_weights))
+    return load_network("actstats.demo.digits:digits_judge", str(judge_weights))
 
 
 @pytest.fixture(scope="session")
 def fit_digits_models(
     digits_root: Path,
-    digits_weights: Path,
     digits_net: Network,
     tmp_path_factory: pytest.TempPathFactory,
 ):
@@ -79,22 +78,18 @@ def fit_digits_models(
     The real collect -> fit path, a few seconds per call; each test module picks the
     layers and classes it needs and gets back the model directory.
     """
-    from actstats.collect import collect
-    from actstats.fit import fit_store
+    from actstats.pipeline.collect import collect
+    from actstats.pipeline.fit import fit_store
 
     def make(layers: list[str], reduce: dict[str, str], classes: list[str] | None = None) -> Path:
         base = tmp_path_factory.mktemp("models")
         collect(
             digits_root,
             base / "store.zarr",
-            model="actstats.digits:digits_vgg",
-            weights=str(digits_weights),
             network=digits_net,
             layers=layers,
             reduce=reduce,
             classes=classes,
-            device="cpu",
-            progress=False,
         )
         fit_store(base / "store.zarr", base / "models")
         return base / "models"

@@ -10,11 +10,12 @@ import torch
 
 import actstats
 from actstats.errors import ActstatsError
-from actstats.layers import parse_neuron
-from actstats.network import Network
-from actstats.sample import class_stats, sample_units
-from actstats.synth.code_prior import choose_code_layer, forward_from_code, optimize_code
-from actstats.synth.recipes import METHODS, default_config
+from actstats.net.names import parse_neuron
+from actstats.net.network import Network
+from actstats.pipeline.sample import sample_units
+from actstats.pipeline.session import class_stats
+from actstats.synth.methods import METHODS, default_config
+from actstats.synth.methods.code_prior import choose_code_layer, forward_from_code, optimize_code
 
 LAYERS = ["conv3_2", "fc6", "fc7", "fc8"]
 

@@ -15,13 +15,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import actstats.cli
-from actstats.collect import collect
-from actstats.data import discover, load_image
-from actstats.digits import write_digit_folders
+from actstats.demo.digits import write_digit_folders
 from actstats.errors import ActstatsError
-from actstats.network import Network, load_network
-from actstats.preprocessing import Preprocessing
-from actstats.reduce import parse_reduction
+from actstats.io.data import discover, load_image
+from actstats.net.network import Network, load_network
+from actstats.net.preprocessing import Preprocessing
+from actstats.net.reduce import parse_reduction
+from actstats.pipeline.collect import collect
 
 runner = CliRunner()
 
@@ -30,7 +30,7 @@ runner = CliRunner()
 def digits_net() -> Network:
     """The digits VGG with its factory's seeded weights: instant, and as good as trained
     ones for checking that the store holds what the network computes."""
-    return load_network("actstats.digits:digits_vgg")
+    return load_network("actstats.demo.digits:digits_vgg")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,6 @@ def test_digits_store_equals_direct_forward(
         network=digits_net,
         batch_size=4,
         chunk_size=8,
-        progress=False,
         reduce={"conv3_2": "mean", "conv4_1": "grid:2"},
     )
     assert (summary.n_images, summary.n_classes, summary.skipped) == (36, 3, {})
@@ -97,9 +96,9 @@ def test_local_scheduler_names_give_the_same_store(
 ) -> None:
     """``--scheduler sync|threads`` run in-process (as ``fit`` accepts them), also on memory://."""
     opts = {"network": digits_net, "layers": ["conv5_1", "fc7"], "chunk_size": 8}
-    collect(small_root, tmp_path / "ref.zarr", progress=False, **opts)
+    collect(small_root, tmp_path / "ref.zarr", **opts)
     url = f"memory://actstats-test/sched-{scheduler}.zarr"
-    collect(small_root, url, scheduler=scheduler, progress=False, **opts)
+    collect(small_root, url, scheduler=scheduler, **opts)
     ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")
     got = zarr.open_group(url, mode="r")
     for name in ("conv5_1", "fc7"):
@@ -114,7 +113,6 @@ def test_float16_store_and_xarray(digits_net: Network, small_root: Path, tmp_pat
         network=digits_net,
         layers=["fc7", "conv5_1"],
         dtype="float16",
-        progress=False,
     )
     ds = xr.open_zarr(tmp_path / "h.zarr", group="acts", consolidated=False)
     assert ds["fc7"].dtype == np.float16 and ds["fc7"].dims == ("image", "fc7_unit")
@@ -161,7 +159,6 @@ def test_resnet18_module_and_graph_node_layers(photo_root: Path, tmp_path: Path)
         layers=layers,
         reduce={"layer3.1.add": "mean"},
         batch_size=3,
-        progress=False,
     )
     assert summary.n_images == 7
     g = zarr.open_group(str(tmp_path / "r.zarr"), mode="r")
@@ -188,9 +185,7 @@ def test_bad_files_are_recorded_and_run_goes_on(
     root = tmp_path / "data"
     shutil.copytree(small_root, root)
     _bad_files(root)
-    summary = collect(
-        root, tmp_path / "b.zarr", network=digits_net, layers=["fc8"], chunk_size=8, progress=False
-    )
+    summary = collect(root, tmp_path / "b.zarr", network=digits_net, layers=["fc8"], chunk_size=8)
     assert summary.n_images == 36
     assert summary.skipped == {
         "empty file": 1,
@@ -212,20 +207,18 @@ def test_existing_store_is_refused_unless_overwrite(
     digits_net: Network, small_root: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "o.zarr"
-    collect(small_root, store, network=digits_net, layers=["fc8"], progress=False)
-    again = collect(small_root, store, network=digits_net, layers=["fc8"], progress=False)
+    collect(small_root, store, network=digits_net, layers=["fc8"])
+    again = collect(small_root, store, network=digits_net, layers=["fc8"])
     assert again.chunks_written == 0 and again.n_images == 36
     with pytest.raises(ActstatsError, match=r"different layers; pass --overwrite"):
-        collect(small_root, store, network=digits_net, layers=["fc7"], progress=False)
+        collect(small_root, store, network=digits_net, layers=["fc7"])
     with pytest.raises(ActstatsError, match=r"different file list"):
-        collect(small_root, store, network=digits_net, layers=["fc8"], per_class=5, progress=False)
-    summary = collect(
-        small_root, store, network=digits_net, layers=["fc7"], overwrite=True, progress=False
-    )
+        collect(small_root, store, network=digits_net, layers=["fc8"], per_class=5)
+    summary = collect(small_root, store, network=digits_net, layers=["fc7"], overwrite=True)
     assert summary.chunks_written == 1
     (tmp_path / "junk").mkdir()
     with pytest.raises(ActstatsError, match=r"not an actstats store"):
-        collect(small_root, tmp_path / "junk", network=digits_net, progress=False)
+        collect(small_root, tmp_path / "junk", network=digits_net)
 
 
 @pytest.mark.parametrize(
@@ -244,19 +237,19 @@ def test_user_errors(
     digits_net: Network, small_root: Path, tmp_path: Path, kwargs: dict, match: str
 ) -> None:
     with pytest.raises(ActstatsError, match=match):
-        collect(small_root, tmp_path / "e.zarr", network=digits_net, progress=False, **kwargs)
+        collect(small_root, tmp_path / "e.zarr", network=digits_net, **kwargs)
 
 
 def test_missing_root(tmp_path: Path) -> None:
     with pytest.raises(ActstatsError, match=r"ROOT .*nope: no such directory"):
-        collect(tmp_path / "nope", tmp_path / "s.zarr", progress=False)
+        collect(tmp_path / "nope", tmp_path / "s.zarr")
 
 
 # ------------------------------------------------------------------------ CLI
 def _weights_args(digits_weights: Path) -> list[str]:
     return [
         "--model",
-        "actstats.digits:digits_vgg",
+        "actstats.demo.digits:digits_vgg",
         "--weights",
         str(digits_weights),
         "--device",
@@ -299,7 +292,7 @@ def test_cli_run_spec_with_flag_override(
 [collect]
 root = "{small_root}"
 store = "spec.zarr"
-model = "actstats.digits:digits_vgg"
+model = "actstats.demo.digits:digits_vgg"
 weights = "{digits_weights}"
 layers = ["fc8"]
 device = "cpu"

@@ -17,12 +17,13 @@ import pytest
 import zarr
 from PIL import Image
 
-import actstats.collect as collect_mod
-from actstats.collect import _geometry, collect
-from actstats.data import decode_jpegs, jpeg_bytes, load_image
+import actstats.pipeline.collect_graph as collect_graph
 from actstats.errors import ActstatsError
-from actstats.network import Network, load_network
-from actstats.preprocessing import Preprocessing
+from actstats.io.data import decode_jpegs, jpeg_bytes, load_image
+from actstats.net.network import Network, load_network
+from actstats.net.preprocessing import Preprocessing
+from actstats.pipeline.collect import collect
+from actstats.pipeline.collect_graph import geometry
 
 #: PIL vs tensor decoding on the CPU: pixels (uint8, after resize and crop).
 PIXEL_TOL_CPU = 1
@@ -32,7 +33,7 @@ ACTS_RTOL = ACTS_ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def net() -> Network:
-    return load_network("actstats.digits:digits_vgg")
+    return load_network("actstats.demo.digits:digits_vgg")
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +81,12 @@ def test_jpeg_bytes_routes_only_plain_jpegs(jpeg_root: Path) -> None:
 def test_tensor_decode_matches_pil_on_cpu(jpeg_root: Path) -> None:
     from torchvision.transforms.v2.functional import pil_to_tensor
 
-    geometry = _geometry(Preprocessing(resize=40, crop=32))
+    resize_crop = geometry(Preprocessing(resize=40, crop=32))
     files = [jpeg_root / "a" / f"{i}.jpg" for i in range(7)] + [jpeg_root / "a" / "gray.jpg"]
     tensors = decode_jpegs([jpeg_bytes(f) for f in files], "cpu")
     for f, t in zip(files, tensors, strict=True):
-        ref = geometry(pil_to_tensor(load_image(f)))
-        got = geometry(t)
+        ref = resize_crop(pil_to_tensor(load_image(f)))
+        got = resize_crop(t)
         assert got.shape == ref.shape == (3, 32, 32)
         assert (got.int() - ref.int()).abs().max() <= PIXEL_TOL_CPU
 
@@ -94,7 +95,7 @@ def test_tensor_decode_matches_pil_on_cpu(jpeg_root: Path) -> None:
 def test_tensor_decode_store_equals_pil_store(
     net: Network, jpeg_root: Path, tmp_path: Path, decode: str
 ) -> None:
-    kwargs = {"network": net, "batch_size": 3, "chunk_size": 6, "progress": False}
+    kwargs = {"network": net, "batch_size": 3, "chunk_size": 6}
     ref = collect(jpeg_root, tmp_path / "pil.zarr", decode="cpu", **kwargs)
     got = collect(jpeg_root, tmp_path / "t.zarr", decode=decode, **kwargs)
     assert got.skipped == ref.skipped == {"truncated": 1, "empty file": 1, "not an image": 1}
@@ -120,9 +121,9 @@ def test_device_decode_failure_falls_back_to_pil(
     # passes jpeg_bytes' header checks, but the scan data is garbage
     good = (root / "a" / "1.jpg").read_bytes()
     (root / "a" / "garbled.jpg").write_bytes(good[:200] + b"\x00" * 40 + b"\xff\xd9")
-    kwargs = {"network": net, "batch_size": 4, "progress": False, "layers": ["fc8"]}
+    kwargs = {"network": net, "batch_size": 4, "layers": ["fc8"]}
     ref = collect(root, tmp_path / "pil.zarr", decode="cpu", **kwargs)
-    real = collect_mod.decode_jpegs
+    real = collect_graph.decode_jpegs
     calls = []
 
     def flaky(datas, device):
@@ -131,7 +132,7 @@ def test_device_decode_failure_falls_back_to_pil(
             raise RuntimeError("batch rejected")
         return real(datas, device)
 
-    monkeypatch.setattr(collect_mod, "decode_jpegs", flaky)
+    monkeypatch.setattr(collect_graph, "decode_jpegs", flaky)
     got = collect(root, tmp_path / "t.zarr", decode="gpu", **kwargs)
     assert any(n > 1 for n in calls) and 1 in calls
     assert got.skipped == ref.skipped
@@ -143,7 +144,7 @@ def test_device_decode_failure_falls_back_to_pil(
 
 def test_float16_store_matches_float32(net: Network, jpeg_root: Path, tmp_path: Path) -> None:
     """The store dtype cast happens on the device now; same rounding as numpy's."""
-    kwargs = {"network": net, "batch_size": 4, "progress": False, "layers": ["fc7", "conv5_1"]}
+    kwargs = {"network": net, "batch_size": 4, "layers": ["fc7", "conv5_1"]}
     collect(jpeg_root, tmp_path / "f.zarr", **kwargs)
     collect(jpeg_root, tmp_path / "h.zarr", dtype="float16", **kwargs)
     f, h = _store(tmp_path / "f.zarr"), _store(tmp_path / "h.zarr")
@@ -154,4 +155,4 @@ def test_float16_store_matches_float32(net: Network, jpeg_root: Path, tmp_path: 
 
 def test_unknown_decoder_is_refused(net: Network, jpeg_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ActstatsError, match="--decode"):
-        collect(jpeg_root, tmp_path / "x.zarr", network=net, decode="nvjpeg", progress=False)
+        collect(jpeg_root, tmp_path / "x.zarr", network=net, decode="nvjpeg")

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import zarr
 
-from actstats.collect import collect
-from actstats.digits import write_digit_folders
+from actstats.demo.digits import write_digit_folders
+from actstats.pipeline.collect import collect
 
 # A digits net that sleeps in every forward pass, so the kill lands mid-run.
 SLOW_NET = """
 import time
-from actstats.digits import digits_vgg
+from actstats.demo.digits import digits_vgg
 
 def net():
     module = digits_vgg()
@@ -88,12 +88,11 @@ def test_killed_run_resumes_to_identical_store(
     collect(
         root,
         reference,
-        model="slownet:net",
+        network="slownet:net",
         device="cpu",
         batch_size=4,
         chunk_size=8,
         reduce={"conv3_2": "mean"},
-        progress=False,
     )
     got, want = _all_arrays(store), _all_arrays(reference)
     assert sorted(got) == sorted(want)

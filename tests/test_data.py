@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import actstats.data
-from actstats.data import BadImageError, discover, load_image, read_class_list
+import actstats.io.data
 from actstats.errors import ActstatsError
+from actstats.io.data import BadImageError, discover, load_image, read_class_list
 
 
 def _png(path: Path, mode: str = "RGB", size: tuple[int, int] = (4, 4), color=(10, 20, 30)):
@@ -90,7 +90,7 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(actstats.data, "open", refuse, raising=False)
+    monkeypatch.setattr(actstats.io.data, "open", refuse, raising=False)
     assert _reason(path) == "unreadable"
 
 

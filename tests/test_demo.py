@@ -11,8 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from actstats import demo
 from actstats.cli import app
+from actstats.demo import run as demo
 from actstats.errors import ActstatsError
 
 
@@ -80,7 +80,7 @@ def test_demo_variant_is_recorded_under_its_label(
         variants=(("simonyan+reg", "suppress", (("prior_weight", 0.0), ("suppress_weight", 0.0))),),
         explain=False,
     )
-    demo.run_demo(tmp_path / "run", cache=seeded_cache, config=config, progress=False)
+    demo.run_demo(tmp_path / "run", cache=seeded_cache, config=config)
     meta = json.loads((tmp_path / "run/samples/simonyan+reg/fc8_1/samples.json").read_text())
     assert meta["method"] == "simonyan+reg" and meta["recipe"] == "suppress"
     assert meta["parameters"]["prior_weight"] == 0.0

@@ -10,7 +10,7 @@ from scipy.special import softmax
 from scipy.stats import multivariate_normal
 
 from actstats.errors import ActstatsError
-from actstats.evaluate import (
+from actstats.eval.metrics import (
     activation_statistics,
     diversity,
     frechet_distance,

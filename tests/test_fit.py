@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 import actstats.cli
 from actstats.errors import ActstatsError
-from actstats.fit import fit_store, histogram_quantiles
-from actstats.models import load
+from actstats.io.modelfile import load_models as load
+from actstats.pipeline.fit import fit_store
+from actstats.stats.histogram import histogram_quantiles
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _store_factory import linear_chain, make_store
@@ -148,7 +149,7 @@ def test_cli(store, tmp_path, monkeypatch):
     assert r.exit_code == 1 and "--mixture 'lots' is not understood" in r.output
     calls = {}
     import actstats.cli.fit as cli_fit
-    from actstats.fit import FitResult
+    from actstats.pipeline.fit import FitResult
 
     def fake(*args, **kwargs):
         calls.update(kwargs, args=args)

@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 
 import actstats
 import actstats.cli
-from actstats.digits import load_digit_folder_tensors
+from actstats.demo.digits import load_digit_folder_tensors
 from actstats.errors import ActstatsError
-from actstats.evaluate import layer_nll
-from actstats.network import Network
-from actstats.sample import class_stats
-from actstats.synth.dream import DreamConfig, activation_energy, dream
-from actstats.synth.invert import InvertConfig, activation_error, invert
+from actstats.eval.metrics import layer_nll
+from actstats.net.network import Network
+from actstats.pipeline.session import class_stats
+from actstats.synth.methods.dream import DreamConfig, activation_energy, dream
+from actstats.synth.methods.invert import InvertConfig, activation_error, invert
 from actstats.synth.objectives import reduce_torch
 
 LAYERS = ["conv2_1", "conv3_2", "conv4_1", "fc6", "fc8"]

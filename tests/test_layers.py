@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import actstats.cli
 from actstats.errors import ActstatsError
-from actstats.layers import NeuronSpec, parse_neuron, vgg_aliases
+from actstats.net.names import NeuronSpec, parse_neuron, vgg_aliases
 
 
 def test_vgg16_aliases_are_post_relu_and_logits() -> None:
@@ -35,7 +35,7 @@ def test_parse_neuron() -> None:
 
 def test_layers_command() -> None:
     runner = CliRunner()
-    result = runner.invoke(actstats.cli.app, ["layers", "actstats.digits:digits_vgg"])
+    result = runner.invoke(actstats.cli.app, ["layers", "actstats.demo.digits:digits_vgg"])
     assert result.exit_code == 0, result.output
     assert "conv4_1" in result.output and "features.12" in result.output
     assert "32x4x4" in result.output

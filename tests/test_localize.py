@@ -9,13 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 import actstats.cli
-from actstats.digits import DIGIT_NAMES
+from actstats.demo.digits import DIGIT_NAMES
 from actstats.errors import ActstatsError
-from actstats.explain import load_input
-from actstats.layers import parse_neuron
-from actstats.localize import localize, seed_masks
-from actstats.network import Network
-from actstats.saliency import saliency_map
+from actstats.explain.localize import localize, seed_masks
+from actstats.explain.saliency import saliency_map
+from actstats.net.names import parse_neuron
+from actstats.net.network import Network
+from actstats.pipeline.explain import load_input
 
 runner = CliRunner()
 
@@ -71,7 +71,7 @@ def test_cli_localize(digits_root: Path, digits_weights: Path, tmp_path: Path) -
             "--neuron",
             "fc8:4",
             "--model",
-            "actstats.digits:digits_vgg",
+            "actstats.demo.digits:digits_vgg",
             "--weights",
             str(digits_weights),
             "--device",

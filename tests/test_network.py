@@ -11,8 +11,8 @@ import torchvision
 from safetensors.torch import save_file
 
 from actstats.errors import ActstatsError
-from actstats.network import load_network, state_dict_sha256
-from actstats.preprocessing import Preprocessing
+from actstats.net.network import load_network, state_dict_sha256
+from actstats.net.preprocessing import Preprocessing
 
 
 def _quiet(*args, **kwargs):
@@ -70,8 +70,8 @@ def test_imagenet_offline_says_how_to_pass_a_file(monkeypatch: pytest.MonkeyPatc
     [
         ("vgg99", r"not a torchvision classification model.*available include"),
         ("no_such_pkg:f", r"cannot import 'no_such_pkg'"),
-        ("actstats.digits:nothing", r"has no callable 'nothing'"),
-        ("actstats.digits:read_me", r"has no callable"),
+        ("actstats.demo.digits:nothing", r"has no callable 'nothing'"),
+        ("actstats.demo.digits:read_me", r"has no callable"),
     ],
 )
 def test_model_errors(model: str, match: str) -> None:
@@ -80,7 +80,7 @@ def test_model_errors(model: str, match: str) -> None:
 
 
 def test_layer_names_order_and_defaults() -> None:
-    net = load_network("actstats.digits:digits_vgg")
+    net = load_network("actstats.demo.digits:digits_vgg")
     assert net.default_layers() == ["conv3_2", "conv4_1", "conv5_1", "fc6", "fc7", "fc8"]
     shapes = net.layer_shapes(["fc8", "features.9", "conv1_1", "pool5"])
     assert list(shapes) == ["conv1_1", "features.9", "pool5", "fc8"]

@@ -9,9 +9,9 @@ from scipy.stats import multivariate_normal
 from torch import nn
 
 from actstats.errors import ActstatsError
-from actstats.network import Network, load_network
-from actstats.preprocessing import Preprocessing
-from actstats.reduce import parse_reduction
+from actstats.net.network import Network, load_network
+from actstats.net.preprocessing import Preprocessing
+from actstats.net.reduce import parse_reduction
 from actstats.stats.gaussian import GaussianLayerModel
 from actstats.stats.mixture import fit_mixture
 from actstats.synth import objectives as obj

@@ -12,10 +12,11 @@ from PIL import Image
 from scipy.stats import multivariate_normal
 from sklearn.covariance import LedoitWolf
 
-from actstats import realism
+from actstats.demo.digits import DIGITS_JUDGE_LAYERS, DIGITS_NET_LAYERS
 from actstats.errors import ActstatsError
-from actstats.evaluate import frechet_distance_between
-from actstats.network import Network
+from actstats.eval import realism
+from actstats.eval.metrics import frechet_distance_between
+from actstats.net.network import Network
 
 
 def _naive_frechet(X: np.ndarray, Y: np.ndarray) -> float:
@@ -84,7 +85,13 @@ def test_real_images_measure_as_real_and_noise_does_not(
 ) -> None:
     fit_images = _uint8_images(digits_root, "three")
     ref = realism.build_reference(
-        digits_net, judge_net, 3, fit_images, _uint8_images(digits_holdout_root, "three")
+        digits_net,
+        judge_net,
+        3,
+        fit_images,
+        _uint8_images(digits_holdout_root, "three"),
+        net_layers=DIGITS_NET_LAYERS,
+        judge_layers=DIGITS_JUDGE_LAYERS,
     )
     real = realism.measure_images(fit_images[:8], ref, digits_net, judge_net)
     noise = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actstats.errors import ActstatsError
-from actstats.reduce import parse_reduce_options, parse_reduction
+from actstats.net.reduce import parse_reduce_options, parse_reduction
 
 
 def _naive_grid(x: np.ndarray, s: int) -> np.ndarray:

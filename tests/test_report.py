@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from actstats.cli import app
 from actstats.errors import ActstatsError
-from actstats.report import load_run, metrics_rows, write_report
-from actstats.sample import SampleResult, write_samples
+from actstats.io.artifacts import SampleResult, write_samples
+from actstats.io.report import load_run, metrics_rows, write_report
 
 METHODS = ("simonyan", "suppress", "ancestral")
 CLASSES = ("zero", "one")

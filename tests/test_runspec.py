@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from actstats.errors import ActstatsError
-from actstats.runspec import load_run_spec, merge_collect_options
+from actstats.io.runspec import load_run_spec, merge_collect_options
 
 
 def test_relative_paths_are_relative_to_the_spec(tmp_path: Path) -> None:

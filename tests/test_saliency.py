@@ -11,12 +11,12 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 import actstats.cli
-from actstats.digits import DIGIT_NAMES
+from actstats.demo.digits import DIGIT_NAMES
 from actstats.errors import ActstatsError
-from actstats.explain import load_input
-from actstats.layers import parse_neuron
-from actstats.network import Network
-from actstats.saliency import saliency_map
+from actstats.explain.saliency import saliency_map
+from actstats.net.names import parse_neuron
+from actstats.net.network import Network
+from actstats.pipeline.explain import load_input
 
 runner = CliRunner()
 
@@ -72,7 +72,7 @@ def test_cli_saliency(digits_root: Path, digits_weights: Path, tmp_path: Path) -
         "--neuron",
         "fc8:7",
         "--model",
-        "actstats.digits:digits_vgg",
+        "actstats.demo.digits:digits_vgg",
         "--weights",
         str(digits_weights),
         "--device",

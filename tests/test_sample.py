@@ -13,18 +13,14 @@ from typer.testing import CliRunner
 
 import actstats
 import actstats.cli
-from actstats.digits import DIGIT_NAMES
+from actstats.demo.digits import DIGIT_NAMES
 from actstats.errors import ActstatsError
-from actstats.layers import parse_neuron
-from actstats.network import Network, ResolvedNeuron, load_network
-from actstats.sample import (
-    check_network,
-    class_for_neuron,
-    class_stats,
-    imagenet_wnids,
-    sample_units,
-)
-from actstats.synth.recipes import default_config, sample_chain
+from actstats.net.names import imagenet_wnids, parse_neuron
+from actstats.net.network import Network, ResolvedNeuron, load_network
+from actstats.pipeline.sample import sample_units
+from actstats.pipeline.session import Session, check_network, class_stats
+from actstats.synth.methods import default_config
+from actstats.synth.methods.ancestral import sample_chain
 
 LAYERS = ["conv2_1", "conv3_2", "fc6", "fc7", "fc8"]
 REDUCE = {"conv2_1": "mean", "conv3_2": "grid:2"}
@@ -40,7 +36,7 @@ def models_dir(fit_digits_models) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(models_dir: Path) -> actstats.models.ModelSet:
+def models(models_dir: Path) -> actstats.stats.modelset.ModelSet:
     return actstats.load(models_dir)
 
 
@@ -131,7 +127,7 @@ def test_same_seed_same_images_and_batched_measures(models, digits_net: Network)
 
 
 def test_suppress_prior_spread_gives_each_seed_its_own_prior(models, digits_net) -> None:
-    from actstats.synth.recipes import spread_prior
+    from actstats.synth.priors import spread_prior
 
     stats = class_stats(models, "three")
 
@@ -163,19 +159,19 @@ def test_suppress_prior_spread_gives_each_seed_its_own_prior(models, digits_net)
 
 
 def test_mismatched_weights_refused(models, digits_net: Network) -> None:
-    other = load_network("actstats.digits:digits_vgg", "factory")
+    other = load_network("actstats.demo.digits:digits_vgg", "factory")
     with pytest.raises(ActstatsError, match=r"sha256 .* differ"):
         check_network(models, other)
 
 
 def test_class_mapping(models, digits_net: Network) -> None:
     out = digits_net.resolve_neuron(parse_neuron("fc8:4"))
-    assert class_for_neuron(models, digits_net, out) == "four"
-    assert class_for_neuron(models, digits_net, out, "nine") == "nine"
+    assert Session(models, digits_net).class_for_neuron(out) == "four"
+    assert Session(models, digits_net).class_for_neuron(out, "nine") == "nine"
     hidden = digits_net.resolve_neuron(parse_neuron("fc7:4"))
-    assert class_for_neuron(models, digits_net, hidden) == "__all__"
+    assert Session(models, digits_net).class_for_neuron(hidden) == "__all__"
     with pytest.raises(ActstatsError, match="--class 'ten': not in the model file; available"):
-        class_for_neuron(models, digits_net, out, "ten")
+        Session(models, digits_net).class_for_neuron(out, "ten")
 
 
 def test_imagenet_wnids_map_output_index_to_folder() -> None:
@@ -185,10 +181,10 @@ def test_imagenet_wnids_map_output_index_to_folder() -> None:
     assert wnids[207] == "n02099601"
     fake = SimpleNamespace(classes=["n01440764", "n02099601"])
     neuron = ResolvedNeuron("fc8", "classifier.6", 207, None, "golden retriever")
-    assert class_for_neuron(fake, None, neuron) == "n02099601"
+    assert Session(fake, None).class_for_neuron(neuron) == "n02099601"
     missing = ResolvedNeuron("fc8", "classifier.6", 1, None, "goldfish")
     with pytest.raises(ActstatsError, match=r"no class folder corresponds .* pass --class"):
-        class_for_neuron(fake, None, missing)
+        Session(fake, None).class_for_neuron(missing)
 
 
 # ------------------------------------------------------------------------- CLI
@@ -274,7 +270,7 @@ def test_cli_bad_neuron_lists_choices(
 def test_cli_refuses_other_weights(models_dir: Path, tmp_path: Path) -> None:
     torch.manual_seed(3)
     path = tmp_path / "other.pth"
-    torch.save(load_network("actstats.digits:digits_vgg", "factory").module.state_dict(), path)
+    torch.save(load_network("actstats.demo.digits:digits_vgg", "factory").module.state_dict(), path)
     res = _cli(
         str(models_dir),
         "--neuron",

@@ -1,6 +1,6 @@
 """collect and fit on dask.distributed, and on fsspec URLs.
 
-One LocalCluster of 2 worker processes (started by ``actstats.cluster.connect``,
+One LocalCluster of 2 worker processes (started by ``actstats.pipeline.cluster.connect``,
 as ``--workers 2`` does) serves every test through its address, as
 ``--scheduler ADDRESS`` does. Its scheduler allows no retries, so a worker
 killed mid-run fails the run and the rerun must fill the gap.
@@ -20,15 +20,15 @@ import zarr
 from typer.testing import CliRunner
 
 import actstats.cli
-from actstats.cluster import _cuda_cluster, connect
-from actstats.collect import collect
-from actstats.digits import write_digit_folders
+from actstats.demo.digits import write_digit_folders
 from actstats.errors import ActstatsError
-from actstats.fit import fit_store
-from actstats.models import load
-from actstats.stats.io import read_model_dir
+from actstats.io.modelfile import load_models as load
+from actstats.io.modelfile import read_model_dir
+from actstats.pipeline.cluster import _cuda_cluster, connect
+from actstats.pipeline.collect import collect
+from actstats.pipeline.fit import fit_store
 
-MODEL = "actstats.digits:digits_vgg"
+MODEL = "actstats.demo.digits:digits_vgg"
 OPTIONS = {"device": "cpu", "batch_size": 4, "chunk_size": 8, "reduce": {"conv3_2": "mean"}}
 CLI_OPTIONS = ["--device", "cpu", "--batch-size", "4", "--chunk-size", "8"]
 CLI_OPTIONS += ["--reduce", "conv3_2=mean", "--no-progress"]
@@ -37,7 +37,7 @@ CLI_OPTIONS += ["--reduce", "conv3_2=mean", "--no-progress"]
 # two written ones) kills the worker process, once per test session (marker file).
 DYING_NET = """
 import os
-from actstats.digits import digits_vgg
+from actstats.demo.digits import digits_vgg
 
 _calls = [0]
 
@@ -90,7 +90,7 @@ def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def reference(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The single-process (threaded) store."""
     store = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    collect(root, store, model=MODEL, progress=False, **OPTIONS)
+    collect(root, store, network=MODEL, **OPTIONS)
     return store
 
 
@@ -150,25 +150,23 @@ def test_killed_worker_loses_only_its_unfinished_chunks(
     root: Path, address: str, tmp_path: Path
 ) -> None:
     want = tmp_path / "want.zarr"
-    collect(root, want, model="dyingnet:net", progress=False, **OPTIONS)
+    collect(root, want, network="dyingnet:net", **OPTIONS)
     Path(os.environ["ACTSTATS_TEST_DIE_MARKER"]).touch()
     store = tmp_path / "killed.zarr"
     with pytest.raises(ActstatsError, match=r"lost with a dask worker.*rerun"):
-        collect(root, store, model="dyingnet:net", scheduler=address, progress=False, **OPTIONS)
+        collect(root, store, network="dyingnet:net", scheduler=address, **OPTIONS)
     done = zarr.open_group(str(store), mode="r")["images/done"][:]
     assert 0 < done.sum() < len(done)
     assert not Path(os.environ["ACTSTATS_TEST_DIE_MARKER"]).exists()  # the worker did die
 
-    summary = collect(
-        root, store, model="dyingnet:net", scheduler=address, progress=False, **OPTIONS
-    )
+    summary = collect(root, store, network="dyingnet:net", scheduler=address, **OPTIONS)
     assert summary.chunks_written == len(done) - done.sum()
     _assert_same_store(store, want)
 
 
 def test_memory_store_and_models_round_trip(root: Path, reference: Path, tmp_path: Path) -> None:
     url = "memory://actstats-test/acts.zarr"
-    collect(root, url, model=MODEL, progress=False, overwrite=True, **OPTIONS)
+    collect(root, url, network=MODEL, overwrite=True, **OPTIONS)
     got, want = _arrays(url), _arrays(reference)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
@@ -183,7 +181,7 @@ def test_memory_store_and_models_round_trip(root: Path, reference: Path, tmp_pat
     assert load("memory://actstats-test/models").classes == load(tmp_path / "ref-models").classes
 
     with pytest.raises(ActstatsError, match="memory:// lives in this process"):
-        collect(root, url, model=MODEL, workers=2, progress=False, **OPTIONS)
+        collect(root, url, network=MODEL, workers=2, **OPTIONS)
     with pytest.raises(ActstatsError, match="exists; pass --overwrite"):
         fit_store(url, "memory://actstats-test/models")
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from actstats.errors import ActstatsError
-from actstats.fit import fit_store
-from actstats.models import load
+from actstats.io.modelfile import load_models as load
+from actstats.io.modelfile import save_models
+from actstats.pipeline.fit import fit_store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _store_factory import linear_chain, make_store
@@ -39,7 +40,7 @@ def _manifest(path: Path) -> dict:
 
 def test_round_trip_exact(saved, tmp_path):
     m = load(saved)
-    m.save(tmp_path / "again")
+    save_models(m, tmp_path / "again")
     m2 = load(tmp_path / "again")
     assert m2.classes == m.classes == ["cat", "dog", "__all__"]
     assert m2.layers == ["a", "b", "c"] and m2.provenance == m.provenance
@@ -134,7 +135,7 @@ def test_missing_dir_and_overwrite(saved, tmp_path):
     with pytest.raises(ActstatsError, match="is not a model directory"):
         load(tmp_path / "nope")
     with pytest.raises(ActstatsError, match="exists; pass --overwrite"):
-        load(saved).save(saved)
+        save_models(load(saved), saved)
     (tmp_path / "junk").mkdir()
     with pytest.raises(ActstatsError, match="not an actstats model directory"):
-        load(saved).save(tmp_path / "junk", overwrite=True)
+        save_models(load(saved), tmp_path / "junk", overwrite=True)

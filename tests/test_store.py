@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actstats.errors import ActstatsError
-from actstats.store import (
+from actstats.io.store import (
     create_store,
     default_chunk_size,
     open_store,

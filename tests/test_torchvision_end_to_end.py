@@ -22,13 +22,12 @@ from typer.testing import CliRunner
 import actstats
 import actstats.cli
 from actstats.cli.app import app
-from actstats.collect import collect
-from actstats.data import load_image
-from actstats.fit import fit_store
-from actstats.layers import parse_neuron
-from actstats.network import Network, load_network
-from actstats.preprocessing import Preprocessing
-from actstats.sample import imagenet_wnids
+from actstats.io.data import load_image
+from actstats.net.names import imagenet_wnids, parse_neuron
+from actstats.net.network import Network, load_network
+from actstats.net.preprocessing import Preprocessing
+from actstats.pipeline.collect import collect
+from actstats.pipeline.fit import fit_store
 
 runner = CliRunner()
 
@@ -95,8 +94,6 @@ def store(root: Path, net: Network, tmp_path_factory: pytest.TempPathFactory) ->
         reduce=REDUCE,
         batch_size=8,
         chunk_size=8,
-        device="cpu",
-        progress=False,
     )
     assert summary.n_images == len(CLASSES) * PER_CLASS and summary.n_classes == 3
     assert sum(summary.skipped.values()) == 1

@@ -15,9 +15,11 @@ from PIL import Image
 from rich.table import Table
 
 from actstats.cli.app import app, console, handle_errors
-from actstats.collect import CollectSummary, collect
-from actstats.reduce import parse_reduce_options
-from actstats.runspec import merge_collect_options
+from actstats.cli.options import CLASSES, NETWORK, OLD_MODEL, renamed, split_list
+from actstats.cli.progress import counting_bar
+from actstats.io.runspec import merge_collect_options
+from actstats.net.reduce import parse_reduce_options
+from actstats.pipeline.collect import CollectSummary, collect
 
 __all__ = ["collect_command", "summary_table"]
 
@@ -28,16 +30,18 @@ EXIT_SKIPPED = 2
 @handle_errors
 def collect_command(
     source: Path = typer.Argument(..., help="ROOT/<class>/<images>, or a run spec .toml"),
-    store: str | None = typer.Option(
-        None, "-o", "--store", help="Output zarr store: a path or fsspec URL (s3://, gs://, ...)."
+    output: str | None = typer.Option(
+        None, "-o", "--output", help="Output zarr store: a path or fsspec URL (s3://, gs://, ...)."
     ),
-    model: str | None = typer.Option(
-        None, help="torchvision name or package.module:factory [default: vgg16]"
-    ),
+    old_store: str | None = typer.Option(None, "--store", hidden=True, help="Old name of -o."),
+    network: str | None = NETWORK,
+    old_model: str | None = OLD_MODEL,
     weights: str | None = typer.Option(None, help="imagenet | PATH | none"),
-    classes: str | None = typer.Option(None, help="Comma-separated names or a file of names."),
+    classes: list[str] | None = CLASSES,
     per_class: int | None = typer.Option(None, "--per-class", help="First N files per class."),
-    layers: str | None = typer.Option(None, help="Comma-separated, e.g. conv4_3,fc7,fc8."),
+    layers: list[str] | None = typer.Option(
+        None, "--layers", help="Layers, comma-separated or repeated, e.g. conv4_3,fc7,fc8."
+    ),
     reduce: list[str] | None = typer.Option(None, help="LAYER=full|mean|grid:S (repeatable)."),
     dtype: str | None = typer.Option(None, help="float16 | float32 [default: float32]"),
     batch_size: int | None = typer.Option(None, "--batch-size", help="[default: 64]"),
@@ -50,8 +54,8 @@ def collect_command(
     overwrite: bool | None = typer.Option(None, "--overwrite", help="Replace an existing store."),
     scheduler: str | None = typer.Option(
         None,
-        help="Run on the dask.distributed cluster at ADDRESS (tcp://host:8786); "
-        "threads (default) or sync run in-process.",
+        help="threads (default) or sync in-process, or the dask.distributed cluster at "
+        "ADDRESS (tcp://host:8786).",
     ),
     workers: int | None = typer.Option(
         None, help="Start N local dask worker processes (on CUDA: one per GPU, needs dask-cuda)."
@@ -63,13 +67,14 @@ def collect_command(
     Rerun the same command to resume an interrupted run. Exit code 2 means the
     store is complete but some files were skipped (listed in the summary).
     """
+    class_list = split_list(classes)
     flags = {
-        "store": store,
-        "model": model,
+        "store": renamed(output, old_store, "-o/--output", "--store"),
+        "network": renamed(network, old_model, "--network", "--model"),
         "weights": weights,
-        "classes": classes,
+        "classes": ",".join(class_list) if class_list else None,
         "per_class": per_class,
-        "layers": [s.strip() for s in layers.split(",") if s.strip()] if layers else None,
+        "layers": split_list(layers),
         "reduce": parse_reduce_options(reduce) or None,
         "dtype": dtype,
         "batch_size": batch_size,
@@ -84,7 +89,8 @@ def collect_command(
     options = merge_collect_options(source, flags)
     # collect classifies oversized images itself; PIL's warning would only repeat it
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    summary = collect(options.pop("root"), options.pop("store"), progress=progress, **options)
+    with counting_bar("collect", "images", enabled=progress) as report:
+        summary = collect(options.pop("root"), options.pop("store"), progress=report, **options)
     console.print(summary_table(summary))
     if summary.skipped:
         raise typer.Exit(EXIT_SKIPPED)

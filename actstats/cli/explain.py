@@ -7,15 +7,15 @@ from pathlib import Path
 import typer
 
 from actstats.cli.app import app, console, handle_errors
-from actstats.explain import run_dream, run_invert, run_localize, run_saliency
-from actstats.synth.dream import DreamConfig
-from actstats.synth.invert import InvertConfig
+from actstats.cli.options import FITTED, OLD_FITTED, OLD_MODEL, renamed
+from actstats.pipeline.explain import run_dream, run_invert, run_localize, run_saliency
+from actstats.synth.methods.dream import DreamConfig
+from actstats.synth.methods.invert import InvertConfig
 
 __all__ = ["dream_command", "invert_command", "localize_command", "saliency_command"]
 
-_MODEL = typer.Option(None, "--model", help="Network [default: the --models file's].")
+_NETWORK = typer.Option(None, "--network", help="Network [default: the --fitted file's].")
 _WEIGHTS = typer.Option(None, "--weights", help="imagenet | PATH | none.")
-_MODELS = typer.Option(None, "--models", help="Model directory written by `actstats fit`.")
 _DEVICE = typer.Option("auto", help="auto | cpu | cuda | cuda:N.")
 _CLASS = typer.Option(
     None, "--class", help="Class whose statistics are the prior [default: the predicted one]."
@@ -31,9 +31,11 @@ def saliency_command(
     image: Path = _IMAGE,
     neuron: str = _NEURON,
     output: Path = typer.Option(..., "-o", "--output", help="Heat-map PNG (raw map: .npy)."),
-    model: str | None = _MODEL,
+    network: str | None = _NETWORK,
+    old_model: str | None = OLD_MODEL,
     weights: str | None = _WEIGHTS,
-    models: Path | None = _MODELS,
+    fitted: Path | None = FITTED,
+    old_fitted: Path | None = OLD_FITTED,
     smoothgrad: int = _SMOOTHGRAD,
     device: str = _DEVICE,
 ) -> None:
@@ -42,9 +44,9 @@ def saliency_command(
         image,
         neuron,
         output,
-        model=model,
+        network=renamed(network, old_model, "--network", "--model"),
         weights=weights,
-        models=models,
+        fitted=renamed(fitted, old_fitted, "--fitted", "--models"),
         smoothgrad=smoothgrad,
         device=device,
     )
@@ -57,9 +59,11 @@ def localize_command(
     image: Path = _IMAGE,
     neuron: str = _NEURON,
     output: Path = typer.Option(..., "-o", "--output", help="Folder for mask, box and overlay."),
-    model: str | None = _MODEL,
+    network: str | None = _NETWORK,
+    old_model: str | None = OLD_MODEL,
     weights: str | None = _WEIGHTS,
-    models: Path | None = _MODELS,
+    fitted: Path | None = FITTED,
+    old_fitted: Path | None = OLD_FITTED,
     smoothgrad: int = _SMOOTHGRAD,
     device: str = _DEVICE,
 ) -> None:
@@ -68,9 +72,9 @@ def localize_command(
         image,
         neuron,
         output,
-        model=model,
+        network=renamed(network, old_model, "--network", "--model"),
         weights=weights,
-        models=models,
+        fitted=renamed(fitted, old_fitted, "--fitted", "--models"),
         smoothgrad=smoothgrad,
         device=device,
     )
@@ -83,24 +87,26 @@ def invert_command(
     image: Path = _IMAGE,
     layer: str = typer.Option(..., "--layer", help="Layer whose activations are inverted."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the images and JSON."),
-    model: str | None = _MODEL,
+    network: str | None = _NETWORK,
+    old_model: str | None = OLD_MODEL,
     weights: str | None = _WEIGHTS,
-    models: Path | None = _MODELS,
+    fitted: Path | None = FITTED,
+    old_fitted: Path | None = OLD_FITTED,
     class_name: str | None = _CLASS,
     steps: int = typer.Option(200, help="Optimization steps."),
     prior_weight: float = typer.Option(0.05, help="Weight of the class-model NLL."),
     seed: int = typer.Option(0, help="Seed of the jitter."),
     device: str = _DEVICE,
 ) -> None:
-    """Reconstruct the image from one layer's activations; with --models also under the prior."""
+    """Reconstruct the image from one layer's activations; with --fitted also under the prior."""
     config = InvertConfig(steps=steps, prior_weight=prior_weight, seed=seed)
     out = run_invert(
         image,
         layer,
         output,
-        model=model,
+        network=renamed(network, old_model, "--network", "--model"),
         weights=weights,
-        models=models,
+        fitted=renamed(fitted, old_fitted, "--fitted", "--models"),
         class_name=class_name,
         config=config,
         device=device,
@@ -116,23 +122,25 @@ def dream_command(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the images and JSON."),
     octaves: int = typer.Option(3, help="Scales, coarse to fine."),
     steps: int = typer.Option(30, help="Optimization steps per octave."),
-    model: str | None = _MODEL,
+    network: str | None = _NETWORK,
+    old_model: str | None = OLD_MODEL,
     weights: str | None = _WEIGHTS,
-    models: Path | None = _MODELS,
+    fitted: Path | None = FITTED,
+    old_fitted: Path | None = OLD_FITTED,
     class_name: str | None = _CLASS,
     prior_weight: float = typer.Option(0.05, help="Weight of the class-model NLL."),
     seed: int = typer.Option(0, help="Seed of the jitter."),
     device: str = _DEVICE,
 ) -> None:
-    """Deep dream: amplify what a layer already sees in the image; with --models also a prior."""
+    """Deep dream: amplify what a layer already sees in the image; with --fitted also a prior."""
     config = DreamConfig(octaves=octaves, steps=steps, prior_weight=prior_weight, seed=seed)
     out = run_dream(
         image,
         layer,
         output,
-        model=model,
+        network=renamed(network, old_model, "--network", "--model"),
         weights=weights,
-        models=models,
+        fitted=renamed(fitted, old_fitted, "--fitted", "--models"),
         class_name=class_name,
         config=config,
         device=device,

@@ -8,7 +8,9 @@ import typer
 from rich.table import Table
 
 from actstats.cli.app import app, console, handle_errors
-from actstats.fit import fit_store
+from actstats.cli.options import renamed, split_list
+from actstats.cli.progress import counting_bar
+from actstats.pipeline.fit import fit_store
 
 __all__ = ["fit"]
 
@@ -27,10 +29,16 @@ def fit(
     ),
     mixture: str = typer.Option("0", help="Mixture components: 0 (none), K, or auto (BIC)."),
     classes: list[str] | None = typer.Option(
-        None, "--class", help="Class folder name to fit (repeatable; default: all)."
+        None, "--classes", help="Class folders to fit, comma-separated or repeated [default: all]."
     ),
     layers: list[str] | None = typer.Option(
-        None, "--layer", help="Stored layer to fit (repeatable; default: all)."
+        None, "--layers", help="Stored layers to fit, comma-separated or repeated [default: all]."
+    ),
+    old_class: list[str] | None = typer.Option(
+        None, "--class", hidden=True, help="Old name of --classes."
+    ),
+    old_layer: list[str] | None = typer.Option(
+        None, "--layer", hidden=True, help="Old name of --layers."
     ),
     scheduler: str | None = typer.Option(
         None, help="threads (default), sync, processes, or a dask.distributed address."
@@ -40,19 +48,20 @@ def fit(
     overwrite: bool = typer.Option(False, help="Replace an existing model directory."),
 ) -> None:
     """Fit Gaussian / mixture models per class and layer, and joint models of adjacent layers."""
-    result = fit_store(
-        store,
-        output,
-        cov=cov,
-        mixture=mixture,
-        classes=classes or None,
-        layers=layers or None,
-        scheduler=scheduler,
-        workers=workers,
-        seed=seed,
-        overwrite=overwrite,
-        progress=True,
-    )
+    with counting_bar("fit", "tasks", transient=True) as progress:
+        result = fit_store(
+            store,
+            output,
+            cov=cov,
+            mixture=mixture,
+            classes=split_list(renamed(classes, old_class, "--classes", "--class")),
+            layers=split_list(renamed(layers, old_layer, "--layers", "--layer")),
+            scheduler=scheduler,
+            workers=workers,
+            seed=seed,
+            overwrite=overwrite,
+            progress=progress,
+        )
     table = Table(title=f"fitted models -> {result.path}")
     for col in ("class", "layer", "N", "D", "cov", "rank", "mixture", "held-out LL/dim", "time"):
         table.add_column(col, justify="left" if col in ("class", "layer", "cov") else "right")

@@ -1,4 +1,4 @@
-"""``actstats layers MODEL``: the names, shapes and sizes of a network's layers."""
+"""``actstats layers NETWORK``: the names, shapes and sizes of a network's layers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from actstats.cli.app import app, console, handle_errors
-from actstats.network import Network, load_network
+from actstats.net.network import Network, load_network
 
 __all__ = ["layers_command", "layers_table"]
 
@@ -16,7 +16,9 @@ __all__ = ["layers_command", "layers_table"]
 @app.command("layers")
 @handle_errors
 def layers_command(
-    model: str = typer.Argument(..., help="torchvision name or package.module:factory"),
+    network: str = typer.Argument(
+        ..., metavar="NETWORK", help="torchvision name or package.module:factory"
+    ),
     weights: str | None = typer.Option(
         None,
         help="imagenet | PATH | none [default: none for torchvision names: shapes need no weights]",
@@ -29,11 +31,11 @@ def layers_command(
 
     Any name in the table works for --layers and --neuron.
     """
-    if weights is None and ":" not in model:
+    if weights is None and ":" not in network:
         weights = "none"
     with warnings.catch_warnings():  # random weights are fine for listing shapes
         warnings.simplefilter("ignore", UserWarning)
-        net = load_network(model, weights, device="cpu")
+        net = load_network(network, weights, device="cpu")
     console.print(layers_table(net, input_size))
 
 

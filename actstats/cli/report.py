@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from actstats.cli.app import app, console, handle_errors
-from actstats.report import write_report
+from actstats.io.report import write_report
 
 __all__ = ["report"]
 

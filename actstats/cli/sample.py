@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from actstats.cli.app import app, console, err_console, handle_errors
-from actstats.sample import run_sample
-from actstats.synth.recipes import METHODS
+from actstats.cli.app import app, console, handle_errors
+from actstats.cli.options import OLD_MODEL, renamed, split_list
+from actstats.cli.progress import loss_bar
+from actstats.pipeline.sample import run_sample
+from actstats.synth.methods import METHODS
 
 __all__ = ["sample"]
 
@@ -17,7 +18,9 @@ __all__ = ["sample"]
 @app.command()
 @handle_errors
 def sample(
-    models: Path = typer.Argument(..., help="Model directory written by `actstats fit`."),
+    fitted: Path = typer.Argument(
+        ..., metavar="MODELS", help="Fitted-models directory written by `actstats fit`."
+    ),
     neuron: list[str] = typer.Option(
         ..., "--neuron", help="LAYER:INDEX, LAYER:INDEX@Y,X or LAYER:CLASSNAME (repeatable)."
     ),
@@ -32,41 +35,34 @@ def sample(
     lr: float | None = typer.Option(None, help="Adam learning rate."),
     prior_weight: float | None = typer.Option(None, help="Weight of the class-model NLL."),
     layers: list[str] | None = typer.Option(
-        None, "--layers", help="Stored layers for the priors / chain (repeatable)."
+        None,
+        "--layers",
+        help="Stored layers for the priors / chain, comma-separated or repeated.",
     ),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    model: str | None = typer.Option(None, help="Network (default: the model file's)."),
-    weights: str | None = typer.Option(None, help="Weights (default: the model file's)."),
+    network: str | None = typer.Option(
+        None, "--network", help="Network [default: the one the model file records]."
+    ),
+    old_model: str | None = OLD_MODEL,
+    weights: str | None = typer.Option(None, help="Weights [default: the model file's]."),
 ) -> None:
     """Synthesize images for neurons using the fitted statistics of real activations."""
-    columns = (
-        TextColumn(f"{method}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3g}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("steps", total=None, loss=float("nan"))
-
-        def progress(step: int, total: int, loss: float) -> None:
-            bar.update(task, completed=step, total=total, loss=loss)
-
+    with loss_bar(method) as progress:
         folders = run_sample(
-            models,
+            fitted,
             neuron,
             method,
             n,
             seed,
             output,
             class_name=class_name,
-            model=model,
+            network=renamed(network, old_model, "--network", "--model"),
             weights=weights,
             device=device,
             steps=steps,
             lr=lr,
             prior_weight=prior_weight,
-            layers=[p for item in layers or [] for p in item.split(",") if p] or None,
+            layers=split_list(layers),
             progress=progress,
         )
     for folder in folders:

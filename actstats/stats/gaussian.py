@@ -283,6 +283,19 @@ class GaussianLayerModel:
         self.n_features_in_ = X.shape[1]
         return self
 
+    def set_quantiles(self, levels: np.ndarray, quantiles: np.ndarray) -> GaussianLayerModel:
+        """Record per-unit quantiles of the real activations (``quantiles`` of shape
+        (len(levels), D), e.g. from streamed histograms); returns ``self``."""
+        levels = np.asarray(levels, dtype=np.float64)
+        quantiles = np.asarray(quantiles, dtype=np.float64)
+        if quantiles.shape != (len(levels), self.n_features_):
+            raise ActstatsError(
+                f"quantiles have shape {quantiles.shape}; expected ({len(levels)}, "
+                f"{self.n_features_})"
+            )
+        self.quantile_levels_, self.quantiles_ = levels, quantiles
+        return self
+
     # -- factors -------------------------------------------------------------------------
     @property
     def n_features_(self) -> int:

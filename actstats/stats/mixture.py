@@ -8,6 +8,8 @@ reduced coordinates ``z = (x - basis_mean_) @ basis_``. Densities are densities 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.linalg
 from scipy.special import logsumexp
@@ -98,6 +100,17 @@ class MixtureLayerModel:
         total -= np.outer(mix_mean, mix_mean)
         self.mean_ = self.basis_mean_ + self.basis_ @ mix_mean
         self.variances_ = np.sum((self.basis_ @ total) * self.basis_, axis=1) + 1e-12
+        return self
+
+    def set_marginals(self, gaussian: Any) -> MixtureLayerModel:
+        """Take the layer's per-unit mean, variance, sample count and quantiles from the
+        Gaussian fitted to the same rows (exact where the mixture's basis is truncated), so
+        z-scores agree whichever model a caller holds; returns ``self``."""
+        self.mean_, self.variances_ = gaussian.mean_, gaussian.marginal_variances()
+        self.n_samples_ = gaussian.n_samples_
+        if hasattr(gaussian, "quantiles_"):
+            self.quantiles_ = gaussian.quantiles_
+            self.quantile_levels_ = gaussian.quantile_levels_
         return self
 
     # -- basis ---------------------------------------------------------------------------

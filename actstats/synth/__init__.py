@@ -1,22 +1,18 @@
 """Image synthesis: composable objectives, parameterizations, transforms, one render loop.
 
-Methods (``simonyan``, ``suppress``, ``ancestral``) are recipes in
-:mod:`actstats.synth.recipes`; this package holds no file I/O and no device of
-its own (tensors live on the network's device).
+Methods (``simonyan``, ``suppress``, ``ancestral``, ``code-prior``) live in
+:mod:`actstats.synth.methods`, registered in one ``METHODS`` table with a config
+class each; priors built from class statistics in :mod:`actstats.synth.priors`. This
+package holds no file I/O and no device of its own (tensors live on the network's
+device).
 """
 
 from __future__ import annotations
 
+from actstats.synth.jobs import ClassStats, Job, Synthesis
+from actstats.synth.methods import METHODS, default_config, synthesize
+from actstats.synth.methods.base import RenderConfig
 from actstats.synth.objectives import Objective
-from actstats.synth.recipes import (
-    METHODS,
-    ClassStats,
-    Job,
-    SynthConfig,
-    Synthesis,
-    default_config,
-    synthesize,
-)
 from actstats.synth.render import RenderResult, render
 
 __all__ = [
@@ -24,8 +20,8 @@ __all__ = [
     "ClassStats",
     "Job",
     "Objective",
+    "RenderConfig",
     "RenderResult",
-    "SynthConfig",
     "Synthesis",
     "default_config",
     "render",

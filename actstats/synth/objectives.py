@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from actstats.errors import ActstatsError
-from actstats.reduce import parse_reduction
+from actstats.net.reduce import parse_reduction
 from actstats.stats.base import QuadraticFactors
 
 __all__ = [
@@ -150,7 +150,7 @@ def _short(value: Any) -> str:
 def reduce_torch(x: torch.Tensor, reduction: str) -> torch.Tensor:
     """Apply a stored layer's reduction to a batch, differentiably: (N, ...) -> (N, D).
 
-    The collector's own :class:`~actstats.reduce.Reduction` (``full``, ``mean``,
+    The collector's own :class:`~actstats.net.reduce.Reduction` (``full``, ``mean``,
     ``grid:S``), so synthesis compares exactly what the statistics describe.
     Non-spatial layers are only flattened.
     """

@@ -2,7 +2,7 @@
 
 ``params`` is the list of leaf tensors the optimizer updates; ``image_fn()``
 builds the batch of network inputs (N, 3, H, W), already normalized with the
-network's :class:`~actstats.preprocessing.Preprocessing`. Keeping the inputs in
+network's :class:`~actstats.net.preprocessing.Preprocessing`. Keeping the inputs in
 normalized space makes Simonyan's "zero image" the literal zero tensor.
 
 Pixel parameters are projected after each step by hooks (:func:`clip_pixels`,
@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from actstats.errors import ActstatsError
-from actstats.preprocessing import Preprocessing
+from actstats.net.preprocessing import Preprocessing
 
 __all__ = ["ImageFn", "StepHook", "blur_pixels", "clip_pixels", "fft_image", "pixel_image"]
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from actstats.errors import ActstatsError
-from actstats.network import Network
+from actstats.net.network import Network
 from actstats.synth.objectives import INPUT, Objective
 from actstats.synth.param import ImageFn, StepHook
 from actstats.synth.transforms import Transform

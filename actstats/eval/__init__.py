@@ -1,0 +1,1 @@
+"""Evaluation: metrics (target score, NLL, Frechet distance, KID, diversity) and realism runs."""

@@ -1,0 +1,1 @@
+"""Explaining one image: saliency and localization maps (pure functions of arrays and a network)."""

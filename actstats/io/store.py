@@ -1,0 +1,306 @@
+"""The activation store: a zarr v3 group that plain ``zarr`` and ``xarray`` can read.
+
+Layout (a contract with the fit stage)::
+
+    store.zarr/                      attrs["actstats"]: see schemas/store-attrs.schema.json
+      images/path   (N,) str         relative to the data root, sorted by class then name
+      images/label  (N,) int32       index into attrs class_names
+      images/ok     (N,) bool        False for skipped files and rows not yet written
+      images/error  (N,) str         why a row was skipped ("" when ok)
+      images/done   (C,) bool        one per chunk of N, set after the chunk is written
+      acts/<layer>  (N, D)           float16/float32, chunks (chunk_size, D), NaN where not ok
+      errors/path, errors/reason (K,) str   skipped files and empty class folders
+
+A store lives at any fsspec location: a local path, ``file://``, ``memory://``
+(this process only), or ``s3://``/``gs://``/... when that fsspec backend is
+installed (credentials come from the backend's usual environment/config).
+zarr opens URLs through ``zarr.storage.FsspecStore``.
+
+Every array is allocated first (metadata only). A writer then owns whole
+chunks along N (:func:`write_chunk`) so parallel tasks share no chunk and
+need no lock; ``done`` has one chunk per element for the same reason. Each
+array carries zarr v3 ``dimension_names`` so ``xarray.open_zarr`` reads it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import jsonschema
+import numpy as np
+import zarr
+
+from actstats.errors import ActstatsError
+from actstats.resources import schema_path
+
+__all__ = [
+    "STORE_VERSION",
+    "ActivationStore",
+    "create_store",
+    "default_chunk_size",
+    "finish_store",
+    "is_process_local",
+    "open_store",
+    "resolve_location",
+    "store_exists",
+    "validate_attrs",
+    "write_chunk",
+    "write_errors",
+]
+
+STORE_VERSION = "1"
+_SCHEMA = schema_path("store-attrs.schema.json")
+_TARGET_CHUNK_BYTES = 32 * 2**20
+
+
+def default_chunk_size(batch_size: int, row_bytes: int) -> int:
+    """A multiple of ``batch_size`` whose widest-layer chunk is at most ~32 MiB (max 8 batches).
+
+    Whole batches keep every forward pass full; the cap bounds the memory a
+    task holds and the work a killed run loses.
+    """
+    batches = max(1, min(8, _TARGET_CHUNK_BYTES // max(1, row_bytes * batch_size)))
+    return batch_size * batches
+
+
+def validate_attrs(attrs: dict[str, Any], where: str = "store") -> None:
+    """Check ``attrs["actstats"]`` against ``schemas/store-attrs.schema.json``."""
+    try:
+        jsonschema.validate(attrs, _schema())
+    except jsonschema.ValidationError as exc:
+        field = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        raise ActstatsError(f"{where}: attrs field {field}: {exc.message}") from None
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return json.loads(_SCHEMA.read_text())
+
+
+def resolve_location(location: str | os.PathLike) -> str:
+    """An absolute local path, or the URL unchanged (recorded in provenance, sent to workers)."""
+    text = os.fspath(location)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def store_exists(location: str | os.PathLike) -> bool:
+    """Whether anything exists at ``location`` (local path or fsspec URL)."""
+    fs, path = fsspec.core.url_to_fs(os.fspath(location))
+    return bool(fs.exists(path))
+
+
+def is_process_local(location: str | os.PathLike) -> bool:
+    """Whether ``location`` lives in this process's memory, out of reach of dask workers."""
+    return os.fspath(location).startswith("memory://")
+
+
+def _remove(location: str) -> None:
+    fs, path = fsspec.core.url_to_fs(location)
+    fs.rm(path, recursive=True)
+
+
+@dataclass
+class ActivationStore:
+    """An opened store: its metadata and the zarr group (arrays are read lazily).
+
+    ``path`` is the location as given: a local path or an fsspec URL.
+    """
+
+    path: str
+    group: zarr.Group
+    attrs: dict[str, Any]
+
+    @property
+    def layers(self) -> list[str]:
+        """Layer names, shallow to deep."""
+        return [layer["name"] for layer in self.attrs["layers"]]
+
+    @property
+    def chunk_size(self) -> int:
+        """Rows per chunk along N."""
+        return int(self.attrs["chunk_size"])
+
+    def labels(self) -> np.ndarray:
+        """Class index of every row (int64, shape (N,))."""
+        return np.asarray(self.group["images/label"][:], dtype=np.int64)
+
+    def ok(self) -> np.ndarray:
+        """Whether each row holds activations (False for skipped files), shape (N,)."""
+        return np.asarray(self.group["images/ok"][:], dtype=bool)
+
+    @property
+    def done(self) -> np.ndarray:
+        """One flag per chunk of N."""
+        return self.group["images/done"][:]
+
+    def acts(self, layer: str) -> zarr.Array:
+        """The (N, D) array of ``layer``."""
+        if layer not in self.layers:
+            raise ActstatsError(
+                f"store {self.path}: no layer {layer!r}; has {', '.join(self.layers)}"
+            )
+        return self.group[f"acts/{layer}"]
+
+    def errors(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every skipped file or folder (after the run finished)."""
+        if "errors" not in self.group:
+            return []
+        paths = self.group["errors/path"][:]
+        reasons = self.group["errors/reason"][:]
+        return [(str(p), str(r)) for p, r in zip(paths, reasons, strict=True)]
+
+
+def open_store(path: str | os.PathLike, *, mode: str = "r") -> ActivationStore:
+    """Open a store written by ``actstats collect`` (local path or URL); check its metadata.
+
+    The one reader: collect (resume), fit, tests and fixtures all open stores here.
+    """
+    path = os.fspath(path)
+    try:
+        group = zarr.open_group(path, mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as exc:
+        raise ActstatsError(
+            f"store {path}: not a zarr group, so not a readable activation store ({exc}); "
+            "run `actstats collect` to make one"
+        ) from None
+    attrs = dict(group.attrs).get("actstats")
+    if not isinstance(attrs, dict):
+        raise ActstatsError(
+            f"store {path}: no actstats metadata: attrs['actstats'] is missing; "
+            "run `actstats collect` first"
+        )
+    for name in _REQUIRED_ARRAYS:
+        if name not in group:
+            raise ActstatsError(
+                f"store {path}: array '{name}' is missing; re-run `actstats collect`"
+            )
+    validate_attrs(attrs, f"store {path}")
+    return ActivationStore(path, group, attrs)
+
+
+#: Arrays every store has from the moment it is created.
+_REQUIRED_ARRAYS = ("images/label", "images/ok", "images/path", "images/done")
+
+
+def create_store(
+    path: str | os.PathLike,
+    attrs: dict[str, Any],
+    paths: list[str],
+    labels: np.ndarray,
+    *,
+    overwrite: bool = False,
+) -> ActivationStore:
+    """Allocate every array (metadata only) and write the file list.
+
+    ``attrs`` is the ``actstats`` metadata with ``complete`` false; it names the
+    layers with their ``dim``, the ``chunk_size`` and the ``dtype``.
+    """
+    path = os.fspath(path)
+    validate_attrs(attrs, f"store {path}")
+    if store_exists(path):
+        if not overwrite:
+            raise ActstatsError(f"store {path}: already exists; pass --overwrite to replace it")
+        _remove(path)
+    n, chunk = int(attrs["n_images"]), int(attrs["chunk_size"])
+    n_chunks = -(-n // chunk)
+    group = zarr.open_group(path, mode="w")
+    images = group.create_group("images")
+    images.create_array(
+        "path", shape=(n,), chunks=(chunk,), dtype=str, fill_value="", dimension_names=["image"]
+    )[:] = np.asarray(paths, dtype=str)
+    images.create_array(
+        "label",
+        shape=(n,),
+        chunks=(chunk,),
+        dtype=np.int32,
+        fill_value=-1,
+        dimension_names=["image"],
+    )[:] = np.asarray(labels, dtype=np.int32)
+    images.create_array(
+        "ok", shape=(n,), chunks=(chunk,), dtype=bool, fill_value=False, dimension_names=["image"]
+    )
+    images.create_array(
+        "error", shape=(n,), chunks=(chunk,), dtype=str, fill_value="", dimension_names=["image"]
+    )
+    images.create_array(
+        "done",
+        shape=(n_chunks,),
+        chunks=(1,),
+        dtype=bool,
+        fill_value=False,
+        dimension_names=["chunk"],
+    )
+    acts = group.create_group("acts")
+    for layer in attrs["layers"]:
+        acts.create_array(
+            layer["name"],
+            shape=(n, layer["dim"]),
+            chunks=(chunk, layer["dim"]),
+            dtype=attrs["dtype"],
+            fill_value=float("nan"),
+            dimension_names=["image", f"{layer['name']}_unit"],
+        )
+    group.attrs["actstats"] = attrs
+    return ActivationStore(path, group, attrs)
+
+
+def write_chunk(
+    store: ActivationStore,
+    index: int,
+    acts: dict[str, np.ndarray],
+    ok: np.ndarray,
+    errors: list[str],
+) -> None:
+    """Write chunk ``index`` of every array, then set its done flag.
+
+    ``acts`` holds (rows, D) arrays for all rows of the chunk (NaN where not
+    ok). The flag is written last, so a chunk whose flag is set is complete.
+    """
+    chunk = int(store.attrs["chunk_size"])
+    start = index * chunk
+    stop = start + len(ok)
+    if (
+        start % chunk
+        or stop > int(store.attrs["n_images"])
+        or (len(ok) != chunk and stop != int(store.attrs["n_images"]))
+    ):
+        raise ValueError(f"rows {start}:{stop} are not chunk {index} of size {chunk}")
+    group = store.group
+    for layer, rows in acts.items():
+        group[f"acts/{layer}"][start:stop] = rows
+    group["images/ok"][start:stop] = ok
+    group["images/error"][start:stop] = np.asarray(errors, dtype=object).astype(str)
+    group["images/done"][index] = True
+
+
+def finish_store(store: ActivationStore, errors: list[tuple[str, str]]) -> None:
+    """Record the skipped files and mark the store complete (every chunk must be done)."""
+    if not store.done.all():
+        raise ActstatsError(f"store {store.path}: some chunks were not written; rerun to resume")
+    write_errors(store, errors)
+    store.attrs["complete"] = True
+    store.group.attrs["actstats"] = store.attrs
+
+
+def write_errors(store: ActivationStore, errors: list[tuple[str, str]]) -> None:
+    """Write the compact ``errors/path`` and ``errors/reason`` arrays (run finished)."""
+    group = store.group.require_group("errors")
+    for name, col in (("path", 0), ("reason", 1)):
+        values = np.asarray([e[col] for e in errors], dtype=object).astype(str)
+        group.create_array(
+            name,
+            shape=(len(errors),),
+            dtype=str,
+            fill_value="",
+            chunks=(max(1, len(errors)),),
+            dimension_names=["error"],
+            overwrite=True,
+        )
+        if errors:
+            group[name][:] = values

@@ -1,0 +1,318 @@
+"""The collect pipeline: class folders -> activation store, resumable.
+
+One dask graph over partitions of the file list, one partition per store
+chunk: ``decode-c-b`` tasks, one per batch (read, convert to RGB, resize and
+crop to uint8; or, for the device decoder, only read JPEG bytes) feed
+``forward-c`` (uint8 to the device, decode there if needed, normalize,
+batched forward under ``torch.inference_mode``, reductions on the device, one
+copy back per batch, whole-chunk region writes, then the chunk's done flag).
+On CUDA the network runs channels_last with cuDNN autotuning (and bf16
+autocast with ``bf16``). Tasks share no chunk, so no
+write locks; a rerun skips chunks whose flag is set, and since each chunk is
+computed the same way whenever it runs, a resumed store equals an
+uninterrupted one.
+
+The graph and its tasks are :mod:`actstats.pipeline.collect_graph`; this module
+checks the inputs, opens (resumes) the store and records the result.
+
+Threads: forward passes are serialized per process and device by a lock, so
+torch's intra-op pool serves one pass at a time; the other dask threads
+decode the next partitions meanwhile. The local default is the threaded
+scheduler with 2 threads on a CPU device (decode one partition ahead) and
+every core but one on CUDA (decoding is then the bottleneck). The device lock
+is only taken by forward tasks, so decoding chunk k+1 overlaps the forward of
+chunk k.
+
+Distributed (see :mod:`actstats.pipeline.cluster`): ``workers=N`` starts a
+``LocalCluster`` of N processes (``LocalCUDACluster``, one per GPU, on CUDA)
+and ``scheduler=ADDRESS`` joins a running cluster. A ``NetworkPlugin`` loads
+the network once per worker. Workers must reach the data root and the store at the same
+path or URL. A worker that dies loses only its unfinished chunks: dask
+retries them elsewhere, and if it gives up the run fails with "rerun to
+resume" and a rerun computes exactly the chunks without a done flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actstats.errors import ActstatsError
+from actstats.io.data import Dataset, discover, read_class_list
+from actstats.io.store import (
+    STORE_VERSION,
+    ActivationStore,
+    create_store,
+    default_chunk_size,
+    finish_store,
+    open_store,
+    resolve_location,
+    store_exists,
+)
+from actstats.net.network import Network, load_network
+from actstats.net.reduce import Reduction, parse_reduction
+from actstats.pipeline.collect_graph import DECODERS, Job, run_graph
+from actstats.pipeline.schedule import Progress, check_reachable
+from actstats.version import __version__
+
+__all__ = ["CollectSummary", "collect", "plan_layers"]
+
+#: attrs that must match for a rerun to resume an existing store.
+_IDENTITY = (
+    "model",
+    "weights_sha256",
+    "preprocessing",
+    "layers",
+    "class_names",
+    "n_images",
+    "dtype",
+    "autocast",
+)
+
+
+@dataclass(frozen=True)
+class CollectSummary:
+    """What a run produced. ``skipped`` counts skipped files (and empty folders) by reason.
+
+    ``store`` is the location as given (a local path or an fsspec URL).
+    """
+
+    store: str
+    n_images: int
+    n_classes: int
+    skipped: dict[str, int]
+    seconds: float
+    chunks_written: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    #: Summed task seconds by stage (``decode`` in the dask threads, ``device_decode``,
+    #: ``forward`` -- device work, reductions and copies back --, ``write``,
+    #: ``lock_wait``); stages overlap, so they add up to more than ``seconds``.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def collect(
+    root: str | Path,
+    store: str | os.PathLike,
+    *,
+    network: str | Network = "vgg16",
+    weights: str | None = None,
+    layers: Sequence[str] | None = None,
+    reduce: dict[str, str] | None = None,
+    classes: str | Sequence[str] | None = None,
+    per_class: int | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    dtype: str = "float32",
+    chunk_size: int | None = None,
+    overwrite: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    bf16: bool = False,
+    decode: str = "auto",
+) -> CollectSummary:
+    """Write the activations of ``root/<class>/*`` at ``layers`` into a zarr store.
+
+    Rerunning the same call on a partly written store resumes it; a store made
+    with another model, weights, layers, reductions, preprocessing, dtype or
+    file list is refused unless ``overwrite``. ``network`` is a torchvision name or
+    ``package.module:factory`` loaded with ``weights`` on ``device``, or an already
+    loaded :class:`~actstats.net.network.Network` (then ``weights`` and ``device`` must
+    not be given). ``store`` is a local path or an fsspec URL. ``progress(images_done,
+    total)`` is called as chunks finish. See the module docstring for scheduling.
+
+    ``decode``: ``cpu`` decodes with PIL in the dask threads; ``gpu`` decodes
+    plain JPEGs batched with ``torchvision.io.decode_jpeg`` on the network's
+    device (any other file, and any file it fails on, takes the PIL path, so
+    bad files are named the same); ``mixed`` does every other batch each way;
+    ``auto`` is ``mixed`` on CUDA, ``cpu`` otherwise. The device decoder's
+    pixels may differ from PIL's by a few levels (nvjpeg's IDCT and chroma
+    upsampling, float resize), so the choice is recorded in ``attrs["decode"]``
+    but a store may be resumed with another one.
+    """
+    start = time.perf_counter()
+    store = os.fspath(store)
+    check_reachable(store, scheduler, workers)
+    if dtype not in ("float16", "float32"):
+        raise ActstatsError(f"--dtype {dtype}: use float16 or float32")
+    if decode not in DECODERS:
+        raise ActstatsError(f"--decode {decode}: use {', '.join(DECODERS)}")
+    if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
+        raise ActstatsError("--batch-size and --chunk-size must be at least 1")
+    dataset = discover(root, classes=read_class_list(classes), per_class=per_class)
+    net = _network(network, weights, device)
+    if bf16 and net.device.type != "cuda":
+        warnings.warn("--bf16: autocast needs a CUDA device; running in float32", stacklevel=2)
+        bf16 = False
+    if decode == "auto":
+        decode = "mixed" if net.device.type == "cuda" else "cpu"
+    plan = plan_layers(net, layers, reduce)
+    row_bytes = max(entry["dim"] for entry in plan) * np.dtype(dtype).itemsize
+    attrs = {
+        "version": STORE_VERSION,
+        "actstats_version": __version__,
+        "model": net.name,
+        "weights": net.weights,
+        "weights_sha256": net.weights_sha256,
+        "preprocessing": net.preprocessing.to_dict(),
+        "layers": plan,
+        "class_names": dataset.class_names,
+        "chunk_size": chunk_size or default_chunk_size(batch_size, row_bytes),
+        "n_images": len(dataset.paths),
+        "dtype": dtype,
+        "complete": False,
+        "root": str(Path(root).resolve()),
+        "autocast": "bfloat16" if bf16 else None,
+        "decode": decode,
+    }
+    target = _open_or_create(
+        store, attrs, dataset, overwrite=overwrite, chunk_size_given=chunk_size is not None
+    )
+    done = target.done
+    pending = [c for c in range(len(done)) if not done[c]]
+    job = Job(
+        resolve_location(store),
+        str(dataset.root.resolve()),
+        target.attrs,
+        net.preprocessing,
+        batch_size,
+        decode,
+        uuid.uuid4().hex,
+    )
+    stages: Counter[str] = Counter()
+    run_graph(
+        pending, job, net, _images_done(progress, target.attrs, pending), scheduler, workers, stages
+    )
+    summary = _finish(target, dataset, len(pending), time.perf_counter() - start)
+    return dataclasses.replace(summary, stage_seconds=dict(stages))
+
+
+def _network(network: str | Network, weights: str | None, device: str | None) -> Network:
+    """Load ``network`` by name, or take a loaded one (then nothing may say how to load it)."""
+    if isinstance(network, Network):
+        if weights is not None or device is not None:
+            raise ActstatsError(
+                "collect: a loaded network already has its weights and device; "
+                "pass weights and device only with a network name"
+            )
+        return network
+    return load_network(network, weights, device=device or "auto")
+
+
+def plan_layers(
+    net: Network, layers: Sequence[str] | None, reduce: dict[str, str] | None
+) -> list[dict[str, Any]]:
+    """The store's ``layers`` entries, shallow to deep: name, module, reduce, shape, dim.
+
+    Defaults: :meth:`Network.default_layers`; ``grid:2`` for conv layers at
+    least 2x2 (``mean`` below that), ``full`` for fc layers.
+    """
+    names = list(layers) if layers else net.default_layers()
+    reduce = dict(reduce or {})
+    unknown = [layer for layer in reduce if layer not in names]
+    if unknown:
+        raise ActstatsError(
+            f"--reduce {unknown[0]}: not a collected layer; collected: {', '.join(names)}"
+        )
+    shapes = net.layer_shapes(names)
+    plan = []
+    for name, shape in shapes.items():
+        if name in reduce:
+            reduction = parse_reduction(reduce[name])
+        elif len(shape) == 3:
+            reduction = Reduction("grid", 2) if min(shape[1:]) >= 2 else Reduction("mean")
+        else:
+            reduction = Reduction("full")
+        reduction.check(name, shape)
+        plan.append(
+            {
+                "name": name,
+                "module": net.module_name(name),
+                "reduce": str(reduction),
+                "shape": list(shape),
+                "dim": reduction.dim(shape),
+            }
+        )
+    return plan
+
+
+# ------------------------------------------------------------------ the store
+def _open_or_create(
+    path: str, attrs: dict[str, Any], dataset: Dataset, *, overwrite: bool, chunk_size_given: bool
+) -> ActivationStore:
+    """Resume a matching store, refuse a different one, or create a new one."""
+    if overwrite or not store_exists(path):
+        return create_store(path, attrs, dataset.paths, dataset.labels, overwrite=overwrite)
+    try:
+        existing = open_store(path, mode="r+")
+    except ActstatsError:
+        raise ActstatsError(
+            f"store {path}: exists and is not an actstats store; pass "
+            "--overwrite to replace it or choose another -o"
+        ) from None
+    if list(existing.group["images/path"][:]) != dataset.paths or not np.array_equal(
+        existing.labels(), dataset.labels
+    ):
+        raise ActstatsError(
+            f"store {path}: was collected from a different file list; pass "
+            "--overwrite to replace it or choose another -o"
+        )
+    for key in _IDENTITY + (("chunk_size",) if chunk_size_given else ()):
+        if existing.attrs.get(key) != attrs.get(key):
+            raise ActstatsError(
+                f"store {path}: was collected with a different {key}; pass --overwrite to "
+                "replace it or choose another -o"
+            )
+    return existing
+
+
+def _rows_in(chunks: list[int], attrs: dict[str, Any]) -> int:
+    size, n = int(attrs["chunk_size"]), int(attrs["n_images"])
+    return sum(min(n, (c + 1) * size) - c * size for c in chunks)
+
+
+def _images_done(
+    progress: Progress | None, attrs: dict[str, Any], pending: list[int]
+) -> Callable[[int], None]:
+    """``advance(rows)`` for the graph: reports images done so far (resumed ones included)."""
+    total = int(attrs["n_images"])
+    done = total - _rows_in(pending, attrs)
+    if progress is None:
+        return lambda rows: None
+    progress(done, total)
+
+    def advance(rows: int) -> None:
+        nonlocal done
+        done += rows
+        progress(done, total)
+
+    return advance
+
+
+def _finish(
+    target: ActivationStore, dataset: Dataset, written: int, seconds: float
+) -> CollectSummary:
+    """Record skipped files and mark the store complete (idempotent)."""
+    reasons = target.group["images/error"][:]
+    errors = [(f"{folder}/", "empty class folder") for folder in dataset.empty_classes]
+    errors += [(dataset.paths[i], str(reasons[i])) for i in np.flatnonzero(reasons != "")]
+    finish_store(target, errors)
+    return CollectSummary(
+        store=target.path,
+        n_images=int(target.ok().sum()),
+        n_classes=len(dataset.class_names),
+        skipped=dict(Counter(r for _, r in errors)),
+        seconds=seconds,
+        chunks_written=written,
+        errors=errors,
+    )

@@ -1,0 +1,302 @@
+"""Fit per-class, per-layer statistics from an activation store (``actstats fit``).
+
+Two streaming passes over the store's row chunks, each a ``dask.delayed`` task per
+chunk whose partial results are merged per class by a tree reduce:
+
+1. moments (float64, Chan et al. pairwise merge) per class and layer ->
+   Gaussian layer models and PCA bases;
+2. per-unit histograms (quantiles), streamed moments of adjacent layers' reduced
+   coordinates (joint models), held-out log-likelihoods, and, with ``mixture``,
+   the reduced rows the mixtures are fitted to.
+
+Both passes are one dask graph (the tasks are :mod:`actstats.pipeline.fit_tasks`), so
+each class's pass-1 result is computed once and shared by key with the pass-2 tasks that
+need it (never copied into every task). The store is read through
+:func:`actstats.io.store.open_store`, which checks its metadata against the schema.
+Memory is bounded by a chunk plus the per-class results, not by N: no task and no
+client ever holds a whole layer. The store and ``output`` may be fsspec URLs; with
+``scheduler=ADDRESS`` or ``workers=N`` it runs on dask.distributed (see
+:mod:`actstats.pipeline.cluster`). Only rows with
+``images/ok`` are used; a deterministic ``holdout`` fraction of each class is kept
+out of the fit and scored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+from dask.callbacks import Callback
+
+from actstats.errors import ActstatsError
+from actstats.io.modelfile import save_models
+from actstats.io.store import ActivationStore, open_store, resolve_location, store_exists
+from actstats.pipeline.fit_tasks import (
+    QUANTILE_LEVELS,
+    chunk_moments,
+    chunk_pass2,
+    finish_stage1,
+    finish_stage2,
+    merge_layer_moments,
+    merge_pass2,
+    merge_tree,
+    pick,
+)
+from actstats.pipeline.schedule import Progress, check_reachable, compute_options
+from actstats.stats.gaussian import parse_cov_spec
+from actstats.stats.mixture import parse_mixture_spec
+from actstats.stats.modelset import ALL_CLASSES, ModelSet
+from actstats.version import __version__
+
+__all__ = ["FitResult", "fit_store"]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_store` produced: the models, where they went, and a summary table."""
+
+    models: ModelSet
+    path: Path | str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------- planning
+@dataclass
+class _Plan:
+    layers: list[str]
+    groups: list[str]  # class keys + ALL_CLASSES
+    chunks: list[tuple[int, int]]
+    train: list[dict[str, np.ndarray]]  # per chunk: group -> local row indices
+    hold: list[dict[str, np.ndarray]]
+
+
+def _make_plan(
+    st: ActivationStore,
+    classes: Sequence[str] | None,
+    layers: Sequence[str] | None,
+    holdout: float,
+    seed: int,
+) -> _Plan:
+    names = [str(c) for c in st.attrs["class_names"]]
+    stored = st.layers
+    if layers:
+        unknown = [ly for ly in layers if ly not in stored]
+        if unknown:
+            raise ActstatsError(
+                f"layer(s) {', '.join(unknown)} not in the store; stored: {', '.join(stored)}"
+            )
+        layers = [ly for ly in stored if ly in layers]  # keep shallow -> deep order
+    else:
+        layers = stored
+    if classes:
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise ActstatsError(
+                f"class(es) {', '.join(unknown)} not in the store; see attrs class_names"
+            )
+    labels, ok_all, chunk = st.labels(), st.ok(), st.chunk_size
+    wanted = set(classes or names)
+    rng = np.random.default_rng(seed)
+    is_hold = np.zeros(len(labels), dtype=bool)
+    groups = []
+    for idx, name in enumerate(names):
+        rows = np.flatnonzero(ok_all & (labels == idx))
+        if name not in wanted or len(rows) == 0:
+            continue
+        groups.append(name)
+        n_hold = int(len(rows) * holdout) if len(rows) >= 10 else 0
+        is_hold[rng.permutation(rows)[:n_hold]] = True
+    if not groups:
+        raise ActstatsError(f"{st.path}: no usable rows (images/ok) for the selected classes")
+    label_group = {i: n for i, n in enumerate(names) if n in groups}
+    chunks, train, hold = [], [], []
+    for start in range(0, len(labels), chunk):
+        stop = min(start + chunk, len(labels))
+        lab, ok, h = labels[start:stop], ok_all[start:stop], is_hold[start:stop]
+        tr, ho = {}, {}
+        for i in np.unique(lab[ok]):
+            if int(i) in label_group:
+                sel = ok & (lab == i)
+                tr[label_group[int(i)]] = np.flatnonzero(sel & ~h)
+                ho[label_group[int(i)]] = np.flatnonzero(sel & h)
+        if not tr:
+            continue
+        tr[ALL_CLASSES] = np.sort(np.concatenate(list(tr.values())))
+        ho[ALL_CLASSES] = np.sort(np.concatenate(list(ho.values())))
+        chunks.append((start, stop))
+        train.append(tr)
+        hold.append(ho)
+    return _Plan(list(layers), [*groups, ALL_CLASSES], chunks, train, hold)
+
+
+# -------------------------------------------------------------------------------- driver
+class _TaskProgress(Callback):
+    """Reports finished dask tasks as ``progress(done, total)`` (local schedulers)."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self._progress = progress
+        self._done = self._total = 0
+
+    def _start_state(self, dsk: Any, state: Any) -> None:
+        self._total = sum(len(state[k]) for k in ("ready", "waiting", "running"))
+        self._progress(0, self._total)
+
+    def _posttask(self, *args: Any) -> None:
+        self._done += 1
+        self._progress(self._done, self._total)
+
+
+def fit_store(
+    store: str | os.PathLike,
+    output: str | os.PathLike | None,
+    *,
+    cov: str = "auto",
+    mixture: str | int = "0",
+    classes: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    scheduler: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    holdout: float = 0.1,
+    basis_dim: int = 32,
+    full_max_dim: int = 512,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> FitResult:
+    """Fit Gaussian (and optionally mixture) models per class and layer, and joint models
+    of adjacent layers, from an activation store; save them to ``output``.
+
+    Parameters
+    ----------
+    store : path-like or str
+        Activation store (zarr v3 group written by ``actstats collect``): a local path or
+        an fsspec URL (``file://``, ``memory://``, ``s3://`` ...).
+    output : path-like, str or None
+        Model directory to write, local or an fsspec URL (None: do not save).
+    cov : str
+        Covariance form: ``full`` (Ledoit-Wolf), ``full:oas``, ``full:empirical``, ``diag``,
+        ``lowrank:K`` or ``auto``.
+    mixture : str or int
+        ``0`` (none), K, or ``auto`` (BIC); mixtures live in a PCA basis of ``basis_dim``.
+    classes, layers : sequence of str, optional
+        Restrict to these class folder names / stored layers (default: all).
+    scheduler : str, optional
+        ``threads`` (default), ``sync``, ``processes`` or a dask.distributed address.
+    seed : int
+        Seeds the held-out split and the mixture fits.
+    overwrite : bool
+        Replace an existing ``output``.
+    holdout : float
+        Fraction of each class (with >= 10 rows) kept out of the fit and scored.
+    basis_dim : int
+        Dimension of the PCA bases of mixtures and joint models.
+    full_max_dim : int
+        Widest layer ``cov="auto"`` models with a full covariance.
+    progress : callable, optional
+        ``progress(done_tasks, total_tasks)`` as tasks finish (local schedulers).
+    workers : int, optional
+        Start a ``LocalCluster`` of this many worker processes for the fit.
+
+    Returns
+    -------
+    FitResult
+        ``models`` (a :class:`~actstats.stats.modelset.ModelSet`), ``path`` and per class/layer
+        summary ``rows``.
+    """
+    form, _ = parse_cov_spec(cov)
+    mix = parse_mixture_spec(mixture)
+    if not 0.0 <= holdout < 1.0:
+        raise ActstatsError(f"holdout {holdout} must be in [0, 1)")
+    if output is not None and store_exists(output) and not overwrite:
+        raise ActstatsError(f"{output} exists; pass --overwrite to replace it")
+    check_reachable(os.fspath(store), scheduler, workers)
+    st = open_store(store)
+    plan = _make_plan(st, classes, layers, holdout, seed)
+    options = {
+        "cov": cov,
+        "mixture": mixture,
+        "seed": seed,
+        "holdout": holdout,
+        "basis_dim": basis_dim,
+        "full_max_dim": full_max_dim,
+    }
+    with compute_options(scheduler, workers) as sched:
+        graph = _graph(plan, resolve_location(st.path), form == "diag", mix, options)
+        with _TaskProgress(progress) if progress else contextlib.nullcontext():
+            (finals,) = dask.compute(graph, **sched)
+    models = ModelSet(
+        {g: cm for g, (cm, _) in finals.items()}, plan.layers, _provenance(st, plan, options)
+    )
+    rows = [r for _, (_, rs) in finals.items() for r in rs]
+    path = _output_path(output)
+    if output is not None:
+        save_models(models, output, overwrite=overwrite)
+    return FitResult(models, path, rows)
+
+
+def _graph(
+    plan: _Plan, store: str, diag_only: bool, mixture: int | str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Both passes as one dask graph: ``{class: delayed (ClassModels, summary rows)}``.
+
+    Each class's pass-1 result is a node of its own, shared by key with the pass-2
+    tasks that need it (never copied into every task).
+    """
+    cov, seed = options["cov"], options["seed"]
+    parts = [
+        dask.delayed(chunk_moments)(store, plan.layers, span, rows, diag_only)
+        for span, rows in zip(plan.chunks, plan.train, strict=True)
+    ]
+    stage1 = {}
+    for g in plan.groups:
+        mine = [dask.delayed(pick)(p, g) for p, r in zip(parts, plan.train, strict=True) if g in r]
+        stage1[g] = dask.delayed(finish_stage1)(
+            merge_tree(mine, merge_layer_moments),
+            cov,
+            options["basis_dim"],
+            options["full_max_dim"],
+        )
+    parts2 = [
+        dask.delayed(chunk_pass2)(
+            store, plan.layers, span, tr, ho, {g: stage1[g] for g in tr}, mixture != 0
+        )
+        for span, tr, ho in zip(plan.chunks, plan.train, plan.hold, strict=True)
+    ]
+    finals = {}
+    for g in plan.groups:
+        mine = [dask.delayed(pick)(p, g) for p, r in zip(parts2, plan.train, strict=True) if g in r]
+        finals[g] = dask.delayed(finish_stage2)(
+            g, plan.layers, stage1[g], merge_tree(mine, merge_pass2), mixture, seed
+        )
+    return finals
+
+
+def _output_path(output: str | os.PathLike | None) -> Path | str:
+    """``FitResult.path``: a ``Path`` for local output (as before), the URL string otherwise."""
+    if output is None:
+        return Path()
+    text = os.fspath(output)
+    return text if "://" in text else Path(text)
+
+
+def _provenance(st: ActivationStore, plan: _Plan, options: dict[str, Any]) -> dict[str, Any]:
+    meta = st.attrs
+    return {
+        "store": resolve_location(st.path),
+        "model": str(meta.get("model", "")),
+        "weights": meta.get("weights"),
+        "weights_sha256": meta.get("weights_sha256"),
+        "layers": [ly for ly in meta["layers"] if ly["name"] in plan.layers],
+        "preprocessing": meta.get("preprocessing"),
+        "class_names": [str(c) for c in meta["class_names"]],
+        "actstats_version": __version__,
+        "fit": dict(options)
+        | {"quantile_levels": list(QUANTILE_LEVELS), "store_version": meta.get("version")},
+    }

@@ -1,0 +1,205 @@
+"""``--method ancestral``: sample the activations top-down, then recover the pixels.
+
+Sample the stored layers top-down from the class's conditionals with the unit fixed
+at a high quantile of its real values (rectified layers clamped at 0), then invert
+them deepest first on the shared loop, matching each layer in z units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from actstats.errors import ActstatsError
+from actstats.net.network import Network, ResolvedNeuron
+from actstats.synth import objectives as obj
+from actstats.synth.jobs import ClassStats, Job, Synthesis, batch_rows, unit_std
+from actstats.synth.methods.base import RenderConfig, image_param, regularizers, target, transforms
+from actstats.synth.methods.registry import register
+from actstats.synth.priors import prior_layers
+from actstats.synth.render import Progress, RenderResult, render
+
+__all__ = ["AncestralConfig", "sample_chain", "synthesize_ancestral"]
+
+
+@dataclass(frozen=True)
+class AncestralConfig(RenderConfig):
+    """The loop's knobs with ancestral's defaults, plus the chain's.
+
+    ``layers``: the stored layers of the chain (``None``: every stored layer below the
+    target's); ``quantile``: where in the unit's real distribution it is fixed.
+    """
+
+    l2_weight: float = 1e-3
+    tv_weight: float = 0.5
+    jitter: int = 2
+    blur_every: int = 4
+    target_weight: float = 0.1
+    layers: tuple[str, ...] | None = None
+    quantile: float = 0.95
+
+
+def sample_chain(
+    stats: ClassStats,
+    neuron: ResolvedNeuron,
+    layers: Sequence[str],
+    n: int,
+    *,
+    quantile: float = 0.95,
+    random_state: int = 0,
+    rectify: bool = True,
+) -> dict[str, np.ndarray]:
+    """Sample activations top-down with the unit fixed at a high quantile of real values.
+
+    ``layers`` run shallow to deep and end with the unit's layer, which must be
+    stored with the unit as one of its reduced values (``full`` or ``mean``).
+    The unit's layer is drawn from ``p(z_L | unit = v)``, then each shallower
+    layer from ``p(z_k | z_k+1)``; with ``rectify`` each draw of a layer whose real
+    activations are non-negative (post-ReLU) is clamped at 0 before the next
+    layer is conditioned on it. Returns ``{layer: (n, D_layer)}``.
+    """
+    top = neuron.layer
+    if not layers or layers[-1] != top:
+        raise ActstatsError(
+            f"--neuron {neuron}: ancestral sampling needs the unit's layer {top} in the model "
+            f"file (stored: {', '.join(stats.layers)}); collect it or use --method suppress"
+        )
+    if stats.reductions.get(top, "full").startswith("grid") or neuron.yx is not None:
+        raise ActstatsError(
+            f"--neuron {neuron}: ancestral sampling needs the unit as one stored value; "
+            f"{top} is stored as {stats.reductions.get(top)}; use --method suppress"
+        )
+    rng = np.random.RandomState(random_state)
+    value = _unit_quantile(stats.models[top], neuron.index, quantile)
+    chain = {
+        top: stats.models.conditional(top, given=(top, neuron.index)).sample(
+            np.full(n, value), random_state=rng
+        )
+    }
+    for deeper, layer in zip(layers[::-1], layers[::-1][1:], strict=False):
+        drawn = stats.models.conditional(layer, given=deeper).sample(
+            chain[deeper], random_state=rng
+        )
+        chain[layer] = np.maximum(drawn, _support_floor(stats.models[layer])) if rectify else drawn
+    return chain
+
+
+def _support_floor(model: Any) -> float:
+    """0 where the layer's real activations are non-negative (post-ReLU), else -inf.
+
+    A Gaussian conditional puts mass below zero that a rectified unit can never
+    reach; drawing such values and inverting them only pushes the image to
+    switch units off harder. A layer is taken as rectified when every unit's
+    lowest stored quantile of the real activations is >= 0.
+    """
+    q = getattr(model, "quantiles_", None)
+    if q is None:
+        return -np.inf
+    return 0.0 if float(np.min(np.asarray(q)[0])) >= 0.0 else -np.inf
+
+
+def _unit_quantile(model: Any, index: int, quantile: float) -> float:
+    levels = getattr(model, "quantile_levels_", None)
+    q = getattr(model, "quantiles_", None)
+    if q is None or levels is None:
+        return float(model.mean_[index] + 2.0 * unit_std(model)[index])
+    return float(np.interp(quantile, np.asarray(levels), np.asarray(q)[:, index]))
+
+
+def _chains(
+    network: Network, jobs: Sequence[Job], config: AncestralConfig, seed: int
+) -> tuple[list[dict[str, np.ndarray]], list[list[str]]]:
+    """Each job's sampled chain and its layers deepest first (job i drawn from ``seed + i``)."""
+    chains, stages = [], []
+    for i, job in enumerate(jobs):
+        below = set(prior_layers(network, job, config.layers)) - {job.neuron.layer}
+        layers = [*sorted(below, key=network.layer_depth), job.neuron.layer]
+        chains.append(
+            sample_chain(
+                job.stats,  # type: ignore[arg-type]  # checked by prior_layers
+                job.neuron,
+                layers,
+                job.n,
+                quantile=config.quantile,
+                random_state=seed + i,
+            )
+        )
+        stages.append(layers[::-1])
+    return chains, stages
+
+
+@register("ancestral", AncestralConfig)
+def synthesize_ancestral(
+    network: Network,
+    jobs: Sequence[Job],
+    *,
+    config: AncestralConfig,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Synthesis:
+    """Sample every job's chain, then invert the chains in stages, deepest layer first.
+
+    The steps are split evenly over the stages; stage s matches the deepest s + 1 layers.
+    """
+    counts = [job.n for job in jobs]
+    generator = torch.Generator().manual_seed(seed)
+    param, hooks = image_param(network, sum(counts), config, generator)
+    chains, stages = _chains(network, jobs, config, seed)
+    n_stages = max(len(s) for s in stages)
+    per_stage = [config.steps // n_stages] * n_stages
+    per_stage[-1] += config.steps - sum(per_stage)
+    track = {"target": obj.by_rows([target(j) for j in jobs], counts)}
+    results: list[RenderResult] = []
+    done = 0
+    for s, n_steps in enumerate(per_stage):
+        per_job = [
+            _inversion_objective(job, chain, order[: s + 1], config)
+            for job, chain, order in zip(jobs, chains, stages, strict=True)
+        ]
+
+        def stage_progress(step: int, _total: int, loss: float, done: int = done) -> None:
+            if progress is not None:
+                progress(done + step, config.steps, loss)
+
+        results.append(
+            render(
+                network,
+                obj.by_rows(per_job, counts),
+                param,
+                steps=n_steps,
+                lr=config.lr,
+                transforms=transforms(config),
+                generator=generator,
+                step_hooks=hooks,
+                track=track,
+                progress=stage_progress,
+            )
+        )
+        done += n_steps
+    merged = RenderResult(
+        images=results[-1].images,
+        loss_history=np.concatenate([r.loss_history for r in results]),
+        tracked={"target": np.concatenate([r.tracked["target"] for r in results])},
+        steps=config.steps,
+        seconds=sum(r.seconds for r in results),
+    )
+    return Synthesis(merged, batch_rows(jobs), merged.tracked["target"], chains, stages)
+
+
+def _inversion_objective(
+    job: Job, chain: Mapping[str, np.ndarray], layers: Sequence[str], config: AncestralConfig
+) -> obj.Objective:
+    """Match the sampled activations of ``layers`` (in z units) plus the regularizers."""
+    stats = job.stats
+    assert stats is not None  # checked by prior_layers
+    loss = -config.target_weight * target(job) + regularizers(config)
+    for layer in layers:
+        reduction = stats.reductions.get(layer, "full")
+        loss = loss + obj.match_activations(
+            layer, chain[layer], reduction, unit_std(stats.models[layer])
+        )
+    return loss

@@ -1,0 +1,100 @@
+"""What the sampling methods share: the loop's knobs and the pieces built from them.
+
+:class:`RenderConfig` holds the knobs of the one pixel loop (steps, learning rate,
+parameterization, start, regularizers, transforms); each method's config extends it
+with its own fields and defaults. The helpers turn a config into the objective terms
+and :func:`~actstats.synth.render.render` arguments every method uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from actstats.errors import ActstatsError
+from actstats.net.network import Network
+from actstats.synth import objectives as obj
+from actstats.synth.jobs import Job
+from actstats.synth.param import StepHook, blur_pixels, clip_pixels, fft_image, pixel_image
+from actstats.synth.transforms import Transform, compose, flip, jitter
+
+__all__ = ["RenderConfig", "image_param", "regularizers", "target", "transforms"]
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """The shared loop's knobs; each regularizer is switched off by a zero.
+
+    ``init`` is the pixel start: ``zero`` (Simonyan's) or ``noise`` of ``init_std``
+    (normalized units), which gives each sample its own mode. ``param`` is ``pixel``
+    or ``fft`` (decorrelated); ``blur_every`` blurs the pixels by ``blur_sigma`` every
+    that many steps; ``clip`` keeps them in the valid range.
+    """
+
+    steps: int = 200
+    lr: float = 0.05
+    param: str = "pixel"
+    init: str = "zero"
+    init_std: float = 0.01
+    l2_weight: float = 0.0
+    tv_weight: float = 0.0
+    jitter: int = 0
+    flip: bool = False
+    blur_every: int = 0
+    blur_sigma: float = 0.5
+    clip: bool = True
+    target_weight: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready parameters for ``samples.json``."""
+        data = dataclasses.asdict(self)
+        for key, value in data.items():
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        return data
+
+
+def target(job: Job) -> obj.Objective:
+    """The job's unit (its layer, index and position)."""
+    return obj.unit(job.neuron.layer, job.neuron.index, job.neuron.yx)
+
+
+def regularizers(config: RenderConfig) -> obj.Objective | float:
+    """L2 and total variation, weighted as configured (0.0 when both are off)."""
+    total: obj.Objective | float = 0.0
+    if config.l2_weight:
+        total = config.l2_weight * obj.l2() + total
+    if config.tv_weight:
+        total = config.tv_weight * obj.total_variation() + total
+    return total
+
+
+def transforms(config: RenderConfig) -> Transform | None:
+    """Jitter and flips, composed (None when both are off)."""
+    parts = ([jitter(config.jitter)] if config.jitter else []) + ([flip()] if config.flip else [])
+    return compose(*parts) if parts else None
+
+
+def image_param(
+    network: Network, n: int, config: RenderConfig, generator: torch.Generator
+) -> tuple[tuple[list[torch.Tensor], Callable[[], torch.Tensor]], list[StepHook]]:
+    """The image parameterization and the step hooks (blur, clip) of the config."""
+    size = network.preprocessing.crop
+    if config.param == "fft":
+        return fft_image(
+            n, size, network.preprocessing, device=network.device, generator=generator
+        ), []
+    if config.param != "pixel":
+        raise ActstatsError(f"param {config.param!r}: use pixel or fft")
+    hooks = []
+    if config.blur_every:
+        hooks.append(blur_pixels(config.blur_sigma, config.blur_every))
+    if config.clip:
+        hooks.append(clip_pixels(network.preprocessing))
+    return pixel_image(
+        n, size, device=network.device, init=config.init, std=config.init_std, generator=generator
+    ), hooks

@@ -1,0 +1,117 @@
+"""Priors from fitted class statistics, as objectives: NLL, per-sample spread, outliers.
+
+Each takes a job's :class:`~actstats.synth.jobs.ClassStats` and returns an
+:class:`~actstats.synth.objectives.Objective` on a stored layer, in the reduction
+the layer was stored with. :func:`prior_layers` picks the stored layers below a
+target by :meth:`Network.layer_depth <actstats.net.network.Network.layer_depth>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from actstats.errors import ActstatsError
+from actstats.net.network import Network
+from actstats.synth import objectives as obj
+from actstats.synth.jobs import ClassStats, Job, unit_std
+
+__all__ = [
+    "layer_prior",
+    "outlier_suppression",
+    "prior_layers",
+    "spatial_prior",
+    "spread_prior",
+]
+
+
+def prior_layers(network: Network, job: Job, layers: Sequence[str] | None) -> list[str]:
+    """``layers`` (checked against the model file), else the stored layers below the target."""
+    if job.stats is None:
+        raise ActstatsError(
+            f"--neuron {job.neuron}: this method needs class statistics; pass --class NAME"
+        )
+    if layers is not None:
+        missing = [ly for ly in layers if ly not in job.stats.layers]
+        if missing:
+            raise ActstatsError(
+                f"--layers {','.join(missing)}: not in the model file; "
+                f"available: {', '.join(job.stats.layers)}"
+            )
+        return list(layers)
+    depth = network.layer_depth(job.neuron.layer)
+    return [ly for ly in job.stats.layers if network.layer_depth(ly) < depth]
+
+
+def spatial_prior(
+    network: Network, stats: ClassStats, layer: str, weight: float
+) -> tuple[obj.Objective | float, list[str]]:
+    """``weight`` times the class NLL of the stored spatial layers at or below ``layer``,
+    and those layers (invert and dream: fc priors swamp their other terms)."""
+    limit = network.layer_depth(layer)
+    chosen = [
+        ly
+        for ly in stats.layers
+        if network.layer_depth(ly) <= limit and len(network.output_shape(ly)) == 3
+    ]
+    total: obj.Objective | float = 0.0
+    for ly in chosen:
+        total = weight * layer_prior(stats, ly) + total
+    return total, chosen
+
+
+def layer_prior(stats: ClassStats, layer: str) -> obj.Objective:
+    """Negative log-likelihood per unit of ``layer`` under the class model (Gaussian or mixture)."""
+    model = stats.models[layer]
+    reduction = stats.reductions.get(layer, "full")
+    if hasattr(model, "components"):
+        return obj.mixture_prior(
+            layer, model.components(), model.basis_mean_, model.basis_, reduction
+        )
+    return obj.gaussian_prior(layer, model.quadratic_factors(), reduction)
+
+
+def spread_prior(
+    stats: ClassStats, layer: str, n: int, spread: float, rng: np.random.RandomState
+) -> obj.Objective:
+    """Each of ``n`` samples its own prior: the class Gaussian split hierarchically.
+
+    ``x = m_i + e`` with ``m_i ~ N(mu, spread C)`` drawn per sample and
+    ``e ~ N(0, (1 - spread) C)``: the prior of sample i is ``N(m_i, (1 - spread) C)``,
+    whose mode is ``m_i`` and whose average over draws is the class Gaussian.
+    """
+    models = stats.models
+    model = models.gaussian(layer) if hasattr(models, "gaussian") else models[layer]
+    mean = np.asarray(model.mean_)
+    means = mean + np.sqrt(spread) * (model.sample(n, random_state=rng) - mean)
+    return obj.gaussian_prior(
+        layer,
+        model.quadratic_factors(),
+        stats.reductions.get(layer, "full"),
+        means=means,
+        cov_scale=1.0 - spread,
+    )
+
+
+def outlier_suppression(
+    stats: ClassStats, layer: str, threshold: float, every: int
+) -> obj.Objective:
+    """The seed's method: every ``every`` steps, descend on the units of ``layer`` whose
+    activations are outliers (|z| > ``threshold``) under the class model."""
+    model = stats.models[layer]
+    return obj.outlier_suppression(
+        layer,
+        np.asarray(model.mean_),
+        unit_std(model),
+        _outlier_selector(model, threshold),
+        stats.reductions.get(layer, "full"),
+        every=every,
+    )
+
+
+def _outlier_selector(model: object, threshold: float) -> Callable[[np.ndarray], np.ndarray]:
+    def select(X: np.ndarray) -> np.ndarray:
+        return np.abs(model.unit_zscores(X)) > threshold  # type: ignore[attr-defined]
+
+    return select
