@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from actstats.demo.digits import load_digit_folder_tensors
 from actstats.errors import ActstatsError
 from actstats.eval.metrics import layer_nll
 from actstats.net.network import Network
+from actstats.pipeline.explain import load_input
 from actstats.pipeline.session import class_stats
 from actstats.synth.methods.dream import DreamConfig, activation_energy, dream
 from actstats.synth.methods.invert import InvertConfig, activation_error, invert
@@ -86,12 +88,31 @@ def test_dream_raises_energy(models_dir: Path, digits_net: Network, threes: torc
         invert(digits_net, threes, "conv9_9")
 
 
-def test_cli_invert_and_dream(models_dir: Path, digits_root: Path, tmp_path: Path) -> None:
+def _acts(net: Network, png: Path, layer: str = "conv3_2") -> np.ndarray:
+    """A written PNG's activations at ``layer``, flattened (the pixels as a person has them)."""
+    with torch.inference_mode():
+        x = load_input(net, png).to(net.device)
+        return net.activations(x, [layer])[layer].flatten().double().cpu().numpy()
+
+
+def test_cli_invert_and_dream(
+    models_dir: Path, digits_root: Path, digits_net: Network, tmp_path: Path
+) -> None:
     image = str(sorted((digits_root / "seven").glob("*.png"))[0])
-    common = ["--models", str(models_dir), "--device", "cpu", "--steps", "4"]
+    common = ["--fitted", str(models_dir), "--device", "cpu", "--steps", "4"]
     r = runner.invoke(
         actstats.cli.app,
-        ["invert", image, "--layer", "conv3_2", *common, "-o", str(tmp_path / "inv")],
+        [
+            "invert",
+            image,
+            "--layer",
+            "conv3_2",
+            *common,
+            "--steps",
+            "40",
+            "-o",
+            str(tmp_path / "inv"),
+        ],
     )
     assert r.exit_code == 0, r.output
     assert {p.name for p in (tmp_path / "inv").iterdir()} >= {
@@ -100,6 +121,17 @@ def test_cli_invert_and_dream(models_dir: Path, digits_root: Path, tmp_path: Pat
         "inverted_prior.png",
         "invert.json",
     }
+    # What the PNGs show: their conv3_2 activations, recomputed here with numpy, are
+    # closer to the input's than the blank start image's (error 1 by definition) and
+    # agree with the error the command reported (up to uint8 rounding).
+    record = json.loads((tmp_path / "inv" / "invert.json").read_text())
+    target = _acts(digits_net, tmp_path / "inv" / "input.png")
+    for name in ("inverted", "inverted_prior"):
+        got = _acts(digits_net, tmp_path / "inv" / f"{name}.png")
+        error = float(np.sum((got - target) ** 2) / np.sum(target**2))
+        assert error < 0.9, (name, error)
+        assert error == pytest.approx(record[name]["relative_error"], abs=0.05), name
+    assert record["inverted_prior"]["class"] == "seven"  # the predicted class's prior
     r = runner.invoke(
         actstats.cli.app,
         [
@@ -116,6 +148,15 @@ def test_cli_invert_and_dream(models_dir: Path, digits_root: Path, tmp_path: Pat
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "dream" / "dream_prior.png").is_file()
+    # The dreamed PNGs excite conv3_2 more than the input does (mean squared activation,
+    # recomputed from the files), as dream.json reports.
+    record = json.loads((tmp_path / "dream" / "dream.json").read_text())
+    before = float(np.mean(_acts(digits_net, tmp_path / "dream" / "input.png") ** 2))
+    assert before == pytest.approx(record["energy_before"], rel=0.05)
+    for name in ("dream", "dream_prior"):
+        after = float(np.mean(_acts(digits_net, tmp_path / "dream" / f"{name}.png") ** 2))
+        assert after > 1.2 * before, (name, before, after)
+        assert after == pytest.approx(record[name]["energy"], rel=0.1), name
     r = runner.invoke(
         actstats.cli.app,
         [

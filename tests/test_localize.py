@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 import actstats.cli
@@ -83,3 +85,19 @@ def test_cli_localize(digits_root: Path, digits_weights: Path, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     for name in ("mask.png", "box.json", "overlay.png", "saliency.npy"):
         assert (tmp_path / "loc" / name).is_file()
+    # What the files show: the mask holds the salient pixels and the digit's ink, and the
+    # box is the mask's bounding box.
+    mask = np.asarray(Image.open(tmp_path / "loc" / "mask.png")) > 127
+    sal = np.load(tmp_path / "loc" / "saliency.npy")
+    assert 0 < mask.sum() < mask.size
+    assert sal[mask].mean() > 2.0 * sal[~mask].mean()
+    ink = np.asarray(Image.open(image).convert("L").resize(mask.shape[::-1])) > 127
+    assert ink[mask].mean() > ink.mean()  # the mask is inkier than the image as a whole
+    ys, xs = np.nonzero(mask)
+    box = json.loads((tmp_path / "loc" / "box.json").read_text())["box"]
+    assert [box[k] for k in ("x0", "y0", "x1", "y1")] == [
+        int(xs.min()),
+        int(ys.min()),
+        int(xs.max()) + 1,
+        int(ys.max()) + 1,
+    ]

@@ -8,6 +8,7 @@ from scipy.stats import multivariate_normal
 
 from actstats.errors import ActstatsError
 from actstats.stats.chain import (
+    JointModel,
     UnitConditionalGaussian,
     condition_gaussian,
     fit_joint_gaussian,
@@ -102,3 +103,33 @@ def test_condition_gaussian_function_and_errors():
         j.conditional("a", "b").mean(np.zeros(3))
     with pytest.raises(ActstatsError, match="unit index 9 is out of range"):
         j.conditional("a", ("b", 9))
+
+
+def test_joint_model_fit_gives_the_regression_of_b_on_a():
+    """In-memory ``fit`` with full bases: E[x_b | x_a] is the least-squares regression."""
+    rng = np.random.default_rng(3)
+    xa = rng.normal(size=(4000, 3))
+    xb = xa @ rng.normal(size=(3, 2)) + 0.3 * rng.normal(size=(4000, 2)) + 1.0
+    joint = JointModel(n_features_a=3, basis_dim=8).fit(np.hstack([xa, xb]))
+    assert joint.layers_ == ("a", "b") and joint.n_samples_ == 4000
+    A = np.hstack([xa, np.ones((len(xa), 1))])
+    coef, *_ = np.linalg.lstsq(A, xb, rcond=None)  # the reference: ordinary least squares
+    probe = rng.normal(size=(5, 3))
+    expected = np.hstack([probe, np.ones((5, 1))]) @ coef
+    np.testing.assert_allclose(joint.conditional("b", given="a").mean(probe), expected, atol=1e-3)
+    with pytest.raises(ActstatsError, match="n_features_a=None"):
+        JointModel().fit(np.hstack([xa, xb]))
+
+
+def test_mixture_layer_model_fit_separates_two_clusters():
+    """In-memory ``fit``: two well-separated clusters, each row assigned to its own."""
+    from actstats.stats.mixture import MixtureLayerModel
+
+    rng = np.random.default_rng(4)
+    X = np.vstack([rng.normal(size=(300, 4)) - 5.0, rng.normal(size=(300, 4)) + 5.0])
+    mix = MixtureLayerModel(n_components=2, basis_dim=4, random_state=0).fit(X)
+    labels = mix.predict(X)
+    assert len(set(labels[:300])) == 1 and len(set(labels[300:])) == 1
+    assert labels[0] != labels[-1]
+    np.testing.assert_allclose(mix.mean_, X.mean(axis=0))
+    np.testing.assert_allclose(sorted(mix.weights_), [0.5, 0.5], atol=1e-6)

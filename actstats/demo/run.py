@@ -306,7 +306,8 @@ def explain_digits(
             image, layer, folder / "invert", class_name=cls, config=inv_config, **fitted
         )
         dreamed = run_dream(image, layer, folder / "dream", config=dream_config, **net)
-        box = json.loads((located / "box.json").read_text())
+        located_json = json.loads((located / "box.json").read_text())
+        box = [located_json["box"][k] for k in ("x0", "y0", "x1", "y1")]
         inv = json.loads((inverted / "invert.json").read_text())
         drm = json.loads((dreamed / "dream.json").read_text())
         ink = ink_box(np.asarray(Image.open(inverted / "input.png").convert("RGB")))
@@ -322,12 +323,12 @@ def explain_digits(
             {
                 "class": cls,
                 "image": os.path.relpath(image, out),
-                "neuron": box["neuron"],
+                "neuron": located_json["neuron"],
                 "files": {name: os.path.relpath(f, out) for name, f in files.items()},
                 "localize": {
-                    "box": box["box"],
+                    "box": box,
                     "ink_box": list(ink),
-                    "iou_ink": box_iou(box["box"], ink),
+                    "iou_ink": box_iou(box, ink),
                 },
                 "invert": {
                     "layer": layer,

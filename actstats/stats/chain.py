@@ -23,7 +23,8 @@ from scipy.special import logsumexp
 
 from actstats.errors import ActstatsError
 from actstats.stats.base import LOG_2PI, check_random_state
-from actstats.stats.gaussian import GaussianLayerModel, Moments
+from actstats.stats.gaussian import GaussianLayerModel, Moments, moments_from_array, top_eigen
+from actstats.stats.mixture import select_gaussian_mixture
 
 __all__ = [
     "ConditionalMixture",
@@ -208,6 +209,48 @@ class JointModel:
 
     kind = "joint"
 
+    def __init__(
+        self,
+        *,
+        n_features_a: int | None = None,
+        layers: tuple[str, str] = ("a", "b"),
+        n_components: int | str = 1,
+        basis_dim: int = 32,
+        random_state: int = 0,
+    ) -> None:
+        self.n_features_a = n_features_a
+        self.layers = layers
+        self.n_components = n_components
+        self.basis_dim = basis_dim
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: object = None) -> JointModel:
+        """Fit to rows ``X = [x_a, x_b]`` (n_samples, D_a + D_b), ``x_a`` the first
+        ``n_features_a`` columns; returns ``self``.
+
+        Each side gets the top ``basis_dim`` principal directions of its rows (capped by
+        its width and n - 1), as the fit pipeline builds them; the joint model is a
+        Gaussian (``n_components=1``) or a mixture of the stacked coordinates.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] < 2:
+            raise ActstatsError(f"X has shape {X.shape}; expected (n_samples >= 2, D_a + D_b)")
+        da = self.n_features_a
+        if da is None or not 0 < da < X.shape[1]:
+            raise ActstatsError(
+                f"n_features_a={da}: give the width of the first layer (0 < D_a < {X.shape[1]})"
+            )
+        bases = (*_pca_basis(X[:, :da], self.basis_dim), *_pca_basis(X[:, da:], self.basis_dim))
+        Y = np.hstack([(X[:, :da] - bases[0]) @ bases[1], (X[:, da:] - bases[2]) @ bases[3]])
+        if self.n_components in (1, "1"):
+            fitted = fit_joint_gaussian(moments_from_array(Y), tuple(self.layers), bases)
+        else:
+            fitted = fit_joint_mixture(
+                Y, tuple(self.layers), bases, self.n_components, random_state=self.random_state
+            )
+        self.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+        return self
+
     def _blocks(self) -> dict[str, tuple[slice, np.ndarray, np.ndarray]]:
         ra = self.basis_a_.shape[1]
         d = self.means_.shape[1]
@@ -282,6 +325,13 @@ class JointModel:
         return f"JointModel(layers={getattr(self, 'layers_', None)}, K={len(self.weights_)})"
 
 
+def _pca_basis(X: np.ndarray, basis_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row mean and the top ``basis_dim`` principal directions (D, r) of ``X``."""
+    n, d = X.shape
+    r = int(max(1, min(basis_dim, d, n - 1)))
+    return X.mean(axis=0), top_eigen(np.cov(X, rowvar=False, bias=True).reshape(d, d), r)[1]
+
+
 def _new_joint(layers: tuple[str, str], bases: tuple, n: int) -> JointModel:
     j = JointModel()
     j.layers_ = layers
@@ -319,8 +369,6 @@ def fit_joint_mixture(
     random_state: int = 0,
 ) -> JointModel:
     """A mixture :class:`JointModel` fitted to rows ``Y = [z_a, z_b]`` (n, r_a + r_b)."""
-    from actstats.stats.mixture import select_gaussian_mixture
-
     gm = select_gaussian_mixture(Y, n_components, random_state=random_state)
     j = _new_joint(layers, bases, len(Y))
     j.weights_, j.means_, j.covariances_ = gm.weights_, gm.means_, gm.covariances_

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils.validation import validate_data
 
 from actstats.errors import ActstatsError
 from actstats.stats.base import (
@@ -247,7 +249,7 @@ def parse_cov_spec(spec: str) -> tuple[str, dict]:
     )
 
 
-class GaussianLayerModel:
+class GaussianLayerModel(DensityMixin, BaseEstimator):
     """A Gaussian over one layer's activations: full, diagonal or low-rank + diagonal covariance.
 
     Build one with :func:`fit_gaussian` (from streamed :class:`Moments`) or
@@ -274,13 +276,10 @@ class GaussianLayerModel:
     # -- fitting -------------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: object = None) -> GaussianLayerModel:
         """Fit to the rows of ``X`` (array-like of shape (n_samples, D)); returns ``self``."""
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[0] < 1:
-            raise ActstatsError(f"X has shape {X.shape}; expected (n_samples >= 1, D)")
+        X = validate_data(self, X, dtype=np.float64)
         form, _ = parse_cov_spec(self.cov)
         fitted = fit_gaussian(moments_from_array(X, diag_only=form == "diag"), cov=self.cov)
         self.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
-        self.n_features_in_ = X.shape[1]
         return self
 
     def set_quantiles(self, levels: np.ndarray, quantiles: np.ndarray) -> GaussianLayerModel:

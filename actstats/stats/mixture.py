@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 from scipy.special import logsumexp
+from sklearn.base import BaseEstimator, DensityMixin, TransformerMixin
 from sklearn.mixture import GaussianMixture
+from sklearn.utils.validation import validate_data
 
 from actstats.errors import ActstatsError
 from actstats.stats.base import (
@@ -24,6 +26,7 @@ from actstats.stats.base import (
     precision_dot,
     squared_distance,
 )
+from actstats.stats.gaussian import top_eigen
 
 __all__ = ["MixtureLayerModel", "fit_mixture", "parse_mixture_spec", "select_gaussian_mixture"]
 
@@ -68,7 +71,7 @@ def select_gaussian_mixture(
     return best
 
 
-class MixtureLayerModel:
+class MixtureLayerModel(DensityMixin, TransformerMixin, BaseEstimator):
     """A Gaussian mixture in a reduced PCA basis of one layer.
 
     Fitted state: ``basis_mean_`` (D,), ``basis_`` (D, r), ``weights_`` (K,),
@@ -79,9 +82,32 @@ class MixtureLayerModel:
 
     kind = "mixture"
 
-    def __init__(self, *, n_components: int | str = "auto", random_state: int = 0) -> None:
+    def __init__(
+        self, *, n_components: int | str = "auto", basis_dim: int = 32, random_state: int = 0
+    ) -> None:
         self.n_components = n_components
+        self.basis_dim = basis_dim
         self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: object = None) -> MixtureLayerModel:
+        """Fit to the rows of ``X`` (array-like of shape (n_samples >= 2, D)); returns ``self``.
+
+        The basis is the top ``basis_dim`` principal directions of ``X`` (capped by D and
+        n - 1), as the fit pipeline builds it from streamed moments; the mixture is fitted
+        to the rows' coordinates in it and the per-unit marginals come from ``X`` itself.
+        """
+        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        n, d = X.shape
+        mean = X.mean(axis=0)
+        r = int(max(1, min(self.basis_dim, d, n - 1)))
+        basis = top_eigen(np.cov(X, rowvar=False, bias=True).reshape(d, d), r)[1]
+        fitted = fit_mixture(
+            (X - mean) @ basis, mean, basis, self.n_components, random_state=self.random_state
+        )
+        self.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+        self.mean_, self.variances_ = mean, X.var(axis=0) + 1e-12
+        self.n_samples_ = n
+        return self
 
     @classmethod
     def from_gaussian_mixture(
