@@ -55,6 +55,19 @@ def judge_weights(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     return path
 
 
+@pytest.fixture
+def digits_network_args(digits_weights: Path) -> list[str]:
+    """The command-line options naming the trained digits network on the CPU."""
+    return [
+        "--network",
+        "actstats.demo.digits:digits_vgg",
+        "--weights",
+        str(digits_weights),
+        "--device",
+        "cpu",
+    ]
+
+
 @pytest.fixture(scope="session")
 def digits_net(digits_weights: Path) -> Network:
     """The trained digits VGG as a :class:`Network` on the CPU."""

@@ -246,18 +246,9 @@ def test_missing_root(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------ CLI
-def _weights_args(digits_weights: Path) -> list[str]:
-    return [
-        "--model",
-        "actstats.demo.digits:digits_vgg",
-        "--weights",
-        str(digits_weights),
-        "--device",
-        "cpu",
-    ]
-
-
-def test_cli_collect_exit_codes(small_root: Path, digits_weights: Path, tmp_path: Path) -> None:
+def test_cli_collect_exit_codes(
+    small_root: Path, digits_network_args: list[str], tmp_path: Path
+) -> None:
     args = [
         "collect",
         str(small_root),
@@ -270,7 +261,7 @@ def test_cli_collect_exit_codes(small_root: Path, digits_weights: Path, tmp_path
         "--batch-size",
         "8",
         "--no-progress",
-        *_weights_args(digits_weights),
+        *digits_network_args,
     ]
     result = runner.invoke(actstats.cli.app, args)
     assert result.exit_code == 0, result.output
@@ -320,7 +311,11 @@ dtype = "float16"
     ],
 )
 def test_cli_errors_are_one_line(
-    small_root: Path, digits_weights: Path, tmp_path: Path, extra: list[str], match: str
+    small_root: Path,
+    digits_network_args: list[str],
+    tmp_path: Path,
+    extra: list[str],
+    match: str,
 ) -> None:
     args = [
         "collect",
@@ -328,7 +323,7 @@ def test_cli_errors_are_one_line(
         "-o",
         str(tmp_path / "e.zarr"),
         "--no-progress",
-        *_weights_args(digits_weights)[:4],
+        *digits_network_args[:4],
         *extra,
     ]
     if "--device" not in extra:

@@ -63,7 +63,7 @@ def test_localize_errors() -> None:
         localize(np.zeros((8, 8, 3)), np.zeros((1, 8, 8)))
 
 
-def test_cli_localize(digits_root: Path, digits_weights: Path, tmp_path: Path) -> None:
+def test_cli_localize(digits_root: Path, digits_network_args: list[str], tmp_path: Path) -> None:
     image = sorted((digits_root / "four").glob("*.png"))[0]
     result = runner.invoke(
         actstats.cli.app,
@@ -72,12 +72,7 @@ def test_cli_localize(digits_root: Path, digits_weights: Path, tmp_path: Path) -
             str(image),
             "--neuron",
             "fc8:4",
-            "--model",
-            "actstats.demo.digits:digits_vgg",
-            "--weights",
-            str(digits_weights),
-            "--device",
-            "cpu",
+            *digits_network_args,
             "-o",
             str(tmp_path / "loc"),
         ],

@@ -64,19 +64,14 @@ def test_saliency_errors(digits_net: Network) -> None:
         saliency_map(digits_net, torch.zeros(3, 32, 32), neuron)
 
 
-def test_cli_saliency(digits_root: Path, digits_weights: Path, tmp_path: Path) -> None:
+def test_cli_saliency(digits_root: Path, digits_network_args: list[str], tmp_path: Path) -> None:
     image = sorted((digits_root / "seven").glob("*.png"))[0]
     args = [
         "saliency",
         str(image),
         "--neuron",
         "fc8:7",
-        "--model",
-        "actstats.demo.digits:digits_vgg",
-        "--weights",
-        str(digits_weights),
-        "--device",
-        "cpu",
+        *digits_network_args,
         "-o",
         str(tmp_path / "s.png"),
     ]
