@@ -217,8 +217,16 @@ def test_existing_store_is_refused_unless_overwrite(
     summary = collect(small_root, store, network=digits_net, layers=["fc7"], overwrite=True)
     assert summary.chunks_written == 1
     (tmp_path / "junk").mkdir()
-    with pytest.raises(ActstatsError, match=r"not an actstats store"):
-        collect(small_root, tmp_path / "junk", network=digits_net)
+    (tmp_path / "junk" / "thesis.tex").write_text("years of work")
+    for overwrite in (False, True):  # a folder actstats did not make is never replaced
+        with pytest.raises(ActstatsError, match=r"not an actstats store; refusing"):
+            collect(
+                small_root,
+                tmp_path / "junk",
+                network=digits_net,
+                overwrite=overwrite,
+            )
+    assert (tmp_path / "junk" / "thesis.tex").read_text() == "years of work"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -128,8 +129,20 @@ def test_errors(store, tmp_path):
     with pytest.raises(ActstatsError, match=r"array .*images/label.* is missing; re-run"):
         fit_store(tmp_path / "bare.zarr", None)
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
     with pytest.raises(ActstatsError, match="exists; pass --overwrite"):
         fit_store(path, tmp_path / "out")
+    with pytest.raises(ActstatsError, match=r"-o .*: overlaps the source folder"):
+        fit_store(path, path / "models", overwrite=True)
+    path = shutil.copytree(path, tmp_path / "cut.zarr")  # the fixture is shared
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs["actstats"] = dict(g.attrs["actstats"]) | {"complete": False}
+    g["images/done"][0] = False
+    with pytest.raises(
+        ActstatsError, match=r"incomplete \(\d+ of \d+ chunks written.*--allow-incomplete"
+    ):
+        fit_store(path, None)
+    assert fit_store(path, None, allow_incomplete=True).rows
 
 
 def _invoke(args: list[str]):

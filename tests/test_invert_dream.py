@@ -99,7 +99,8 @@ def test_cli_invert_and_dream(
     models_dir: Path, digits_root: Path, digits_net: Network, tmp_path: Path
 ) -> None:
     image = str(sorted((digits_root / "seven").glob("*.png"))[0])
-    common = ["--fitted", str(models_dir), "--device", "cpu", "--steps", "4"]
+    common = ["--fitted", str(models_dir), "--network", "actstats.demo.digits:digits_vgg"]
+    common += ["--device", "cpu", "--steps", "4"]
     r = runner.invoke(
         actstats.cli.app,
         [

@@ -189,7 +189,9 @@ def test_imagenet_wnids_map_output_index_to_folder() -> None:
 
 # ------------------------------------------------------------------------- CLI
 def _cli(*args: str):
-    return runner.invoke(actstats.cli.app, ["sample", *args], catch_exceptions=False)
+    """``actstats sample`` trusting the digits factory (a model file's factory is not imported)."""
+    trust = ["--network", "actstats.demo.digits:digits_vgg"]
+    return runner.invoke(actstats.cli.app, ["sample", *args, *trust], catch_exceptions=False)
 
 
 def test_cli_writes_outputs_and_is_deterministic(models_dir: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -137,5 +138,14 @@ def test_missing_dir_and_overwrite(saved, tmp_path):
     with pytest.raises(ActstatsError, match="exists; pass --overwrite"):
         save_models(load(saved), saved)
     (tmp_path / "junk").mkdir()
-    with pytest.raises(ActstatsError, match="not an actstats model directory"):
+    (tmp_path / "junk" / "thesis.tex").write_text("years of work")
+    with pytest.raises(ActstatsError, match=r"not \(only\) an actstats model directory"):
         save_models(load(saved), tmp_path / "junk", overwrite=True)
+    # a valid manifest beside someone's file: still not ours to delete
+    shutil.copy(saved / "manifest.json", tmp_path / "junk" / "manifest.json")
+    with pytest.raises(ActstatsError, match=r"holds thesis.tex\); refusing to replace it"):
+        save_models(load(saved), tmp_path / "junk", overwrite=True)
+    assert (tmp_path / "junk" / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "empty").mkdir()
+    save_models(load(saved), tmp_path / "empty")  # an empty folder is filled
+    assert load(tmp_path / "empty").classes == load(saved).classes

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import typer
 from PIL import Image
+from rich.markup import escape
 from rich.table import Table
 
 from actstats.cli.app import app, console, handle_errors
+from actstats.cli.checks import check_options, check_scheduler
 from actstats.cli.options import CLASSES, NETWORK, OLD_MODEL, renamed, split_list
 from actstats.cli.progress import counting_bar
 from actstats.io.runspec import merge_collect_options
@@ -86,7 +88,11 @@ def collect_command(
         "scheduler": scheduler,
         "workers": workers,
     }
-    options = merge_collect_options(source, flags)
+    options = merge_collect_options(source, flags)  # run-spec values are checked too
+    check_options(
+        **{k: options.get(k) for k in ("per_class", "batch_size", "chunk_size", "workers")}
+    )
+    check_scheduler(options.get("scheduler"), ("threads", "sync", "synchronous"))
     # collect classifies oversized images itself; PIL's warning would only repeat it
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     with counting_bar("collect", "images", enabled=progress) as report:
@@ -98,7 +104,7 @@ def collect_command(
 
 def summary_table(summary: CollectSummary) -> Table:
     """The closing table: images, classes, skipped files by reason, seconds."""
-    table = Table(title=f"collect -> {summary.store}", show_header=False)
+    table = Table(title=f"collect -> {escape(summary.store)}", show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")
     table.add_row("images", f"{summary.n_images:,}")
@@ -107,6 +113,8 @@ def summary_table(summary: CollectSummary) -> Table:
         table.add_row(f"skipped: {reason}", f"{count:,}")
     if not summary.skipped:
         table.add_row("skipped", "0")
+    if summary.clipped:
+        table.add_row("float16 values clipped", f"{summary.clipped:,}")
     table.add_row("chunks written", f"{summary.chunks_written:,}")
     table.add_row("seconds", f"{summary.seconds:,.1f}")
     return table

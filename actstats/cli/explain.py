@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from actstats.cli.app import app, console, handle_errors
+from actstats.cli.checks import check_options
 from actstats.cli.options import FITTED, OLD_FITTED, OLD_MODEL, renamed
 from actstats.pipeline.explain import run_dream, run_invert, run_localize, run_saliency
 from actstats.synth.methods.dream import DreamConfig
@@ -40,6 +41,7 @@ def saliency_command(
     device: str = _DEVICE,
 ) -> None:
     """Image-specific saliency max_c |dS/dI| of a neuron (Simonyan et al. 2014)."""
+    check_options(smoothgrad=smoothgrad)
     png, npy = run_saliency(
         image,
         neuron,
@@ -50,7 +52,7 @@ def saliency_command(
         smoothgrad=smoothgrad,
         device=device,
     )
-    console.print(f"wrote {png} and {npy}")
+    console.print(f"wrote {png} and {npy}", markup=False)
 
 
 @app.command("localize")
@@ -68,6 +70,7 @@ def localize_command(
     device: str = _DEVICE,
 ) -> None:
     """Box the object a neuron responds to: saliency seeds + GraphCut colour segmentation."""
+    check_options(smoothgrad=smoothgrad)
     out = run_localize(
         image,
         neuron,
@@ -78,7 +81,7 @@ def localize_command(
         smoothgrad=smoothgrad,
         device=device,
     )
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False)
 
 
 @app.command("invert")
@@ -99,6 +102,7 @@ def invert_command(
     device: str = _DEVICE,
 ) -> None:
     """Reconstruct the image from one layer's activations; with --fitted also under the prior."""
+    check_options(steps=steps, prior_weight=prior_weight, seed=seed)
     config = InvertConfig(steps=steps, prior_weight=prior_weight, seed=seed)
     out = run_invert(
         image,
@@ -111,7 +115,7 @@ def invert_command(
         config=config,
         device=device,
     )
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False)
 
 
 @app.command("dream")
@@ -133,6 +137,7 @@ def dream_command(
     device: str = _DEVICE,
 ) -> None:
     """Deep dream: amplify what a layer already sees in the image; with --fitted also a prior."""
+    check_options(octaves=octaves, steps=steps, prior_weight=prior_weight, seed=seed)
     config = DreamConfig(octaves=octaves, steps=steps, prior_weight=prior_weight, seed=seed)
     out = run_dream(
         image,
@@ -145,4 +150,4 @@ def dream_command(
         config=config,
         device=device,
     )
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False)

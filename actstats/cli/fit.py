@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from actstats.cli.app import app, console, handle_errors
+from actstats.cli.checks import check_options, check_scheduler
 from actstats.cli.options import renamed, split_list
 from actstats.cli.progress import counting_bar
 from actstats.pipeline.fit import fit_store
@@ -46,8 +48,13 @@ def fit(
     workers: int | None = typer.Option(None, help="Start N local dask worker processes."),
     seed: int = typer.Option(0, help="Seed of the held-out split and mixture fits."),
     overwrite: bool = typer.Option(False, help="Replace an existing model directory."),
+    allow_incomplete: bool = typer.Option(
+        False, "--allow-incomplete", help="Fit a store an interrupted collect left unfinished."
+    ),
 ) -> None:
     """Fit Gaussian / mixture models per class and layer, and joint models of adjacent layers."""
+    check_options(workers=workers, seed=seed)
+    check_scheduler(scheduler, ("threads", "sync", "synchronous", "processes"))
     with counting_bar("fit", "tasks", transient=True) as progress:
         result = fit_store(
             store,
@@ -61,8 +68,9 @@ def fit(
             seed=seed,
             overwrite=overwrite,
             progress=progress,
+            allow_incomplete=allow_incomplete,
         )
-    table = Table(title=f"fitted models -> {result.path}")
+    table = Table(title=f"fitted models -> {escape(str(result.path))}")
     for col in ("class", "layer", "N", "D", "cov", "rank", "mixture", "held-out LL/dim", "time"):
         table.add_column(col, justify="left" if col in ("class", "layer", "cov") else "right")
     for r in result.rows:

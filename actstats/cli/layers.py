@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from actstats.cli.app import app, console, handle_errors
+from actstats.cli.checks import check_options
 from actstats.net.network import Network, load_network
 
 __all__ = ["layers_command", "layers_table"]
@@ -31,6 +32,7 @@ def layers_command(
 
     Any name in the table works for --layers and --neuron.
     """
+    check_options(input_size=input_size)
     if weights is None and ":" not in network:
         weights = "none"
     with warnings.catch_warnings():  # random weights are fine for listing shapes

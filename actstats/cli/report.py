@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from actstats.cli.app import app, console, handle_errors
+from actstats.cli.checks import check_options
 from actstats.io.report import write_report
 
 __all__ = ["report"]
@@ -22,5 +24,6 @@ def report(
     n_real: int = typer.Option(8, "--n-real", help="Real images shown per class."),
 ) -> None:
     """Write a self-contained report.html (images inline) with plots beside it."""
+    check_options(n_real=n_real)
     path = write_report(run_dir, out=output, n_real=n_real)
-    console.print(f"report: [bold]{path}[/]")
+    console.print(f"report: [bold]{escape(str(path))}[/]")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from actstats.cli.app import app, console, handle_errors
+from actstats.cli.checks import check_options
 from actstats.cli.options import OLD_MODEL, renamed, split_list
 from actstats.cli.progress import loss_bar
 from actstats.pipeline.sample import run_sample
@@ -47,6 +48,7 @@ def sample(
     weights: str | None = typer.Option(None, help="Weights [default: the model file's]."),
 ) -> None:
     """Synthesize images for neurons using the fitted statistics of real activations."""
+    check_options(n=n, seed=seed, steps=steps, lr=lr, prior_weight=prior_weight)
     with loss_bar(method) as progress:
         folders = run_sample(
             fitted,
@@ -66,4 +68,4 @@ def sample(
             progress=progress,
         )
     for folder in folders:
-        console.print(f"wrote {folder}")
+        console.print(f"wrote {folder}", markup=False)

@@ -293,7 +293,8 @@ def explain_digits(
     inv_config = InvertConfig(steps=20 if quick else 80, seed=config.seed)
     dream_config = DreamConfig(octaves=2, steps=4 if quick else 10, seed=config.seed)
     picks = [(config.classes[i % len(config.classes)], i // len(config.classes)) for i in range(2)]
-    fitted = {"fitted": models_path, "device": "cpu"}
+    # the demo's own factory, trusted by name: a model file's factory is never imported
+    fitted = {"fitted": models_path, "network": NET_FACTORY, "device": "cpu"}
     net = {"network": NET_FACTORY, "weights": str(assets.weights), "device": "cpu"}
     digits = []
     for cls, k in picks:
@@ -368,6 +369,7 @@ def _sample_all(
                 config.n,
                 config.seed,
                 out / "samples" / label,
+                network=NET_FACTORY,  # the demo's own factory: trusted by name, not by the file
                 device="cpu",
                 steps=config.steps,
                 progress=progress,

@@ -5,15 +5,23 @@ every non-hidden entry of every class folder, image or not, so that a stray
 ``notes.txt`` or a broken symlink is reported instead of silently ignored.
 Decoding either returns an RGB image or raises :class:`BadImageError` with one of
 the :data:`REASONS`; the collect pipeline records the reason and goes on.
+
+No single file stops a run: a symlink loop, a FIFO or device, an unreadable
+class folder, or a name that is not valid UTF-8 (stored losslessly, see
+:func:`actstats.io.paths.encode_name`) is listed or skipped with its reason,
+and an image is refused before decoding when it or its resized copy would
+exceed the pixel budget (a 3 KB PNG of 1 x 1,000,000 pixels would become
+256 x 256,000,000 after the short side is resized to 256).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +29,16 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from actstats.errors import ActstatsError
+from actstats.io.paths import decode_name, encode_name
 
 __all__ = [
     "REASONS",
     "BadImageError",
     "Dataset",
+    "check_pixel_budget",
     "decode_jpegs",
     "discover",
+    "file_stat",
     "jpeg_bytes",
     "load_image",
     "read_class_list",
@@ -38,11 +49,14 @@ REASONS = (
     "empty class folder",
     "empty file",
     "broken symlink",
+    "not a regular file",
     "unreadable",
+    "unreadable folder",
     "not an image",
     "truncated",
     "corrupt",
     "decompression bomb",
+    "extreme aspect ratio",
 )
 
 
@@ -59,8 +73,10 @@ class Dataset:
     """The files of a run, sorted by class then name.
 
     ``paths`` are relative to ``root`` with ``/`` separators, so a store does
-    not depend on where the data set is mounted. ``empty_classes`` are folders
-    that held no files; they are not in ``class_names``.
+    not depend on where the data set is mounted; they are in stored form
+    (:func:`~actstats.io.paths.encode_name`). ``empty_classes`` are folders
+    that held no files and ``unreadable_classes`` folders that could not be
+    listed; neither is in ``class_names``.
     """
 
     root: Path
@@ -68,10 +84,11 @@ class Dataset:
     paths: list[str]
     labels: np.ndarray
     empty_classes: list[str]
+    unreadable_classes: list[str] = field(default_factory=list)
 
     def absolute(self, index: int) -> Path:
         """The file behind ``paths[index]``."""
-        return self.root / self.paths[index]
+        return self.root / decode_name(self.paths[index])
 
 
 def read_class_list(spec: str | Sequence[str] | None) -> list[str] | None:
@@ -102,7 +119,12 @@ def discover(
     root = Path(root)
     if not root.is_dir():
         raise ActstatsError(f"ROOT {root}: no such directory; expected ROOT/<class>/<images>")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        folders = sorted(e.name for e in os.scandir(root) if _visible(e) and _is_dir(e))
+    except OSError as exc:
+        raise ActstatsError(
+            f"ROOT {root}: cannot list it ({exc.strerror}); check its permissions"
+        ) from None
     if not folders:
         raise ActstatsError(f"ROOT {root}: no class folders; expected ROOT/<class>/<images>")
     if classes is not None:
@@ -114,43 +136,81 @@ def discover(
         folders = sorted(set(classes))
     if per_class is not None and per_class < 1:
         raise ActstatsError(f"--per-class {per_class}: must be at least 1")
-    class_names, paths, labels, empty = [], [], [], []
+    class_names, paths, labels, empty, unreadable = [], [], [], [], []
     for folder in folders:
-        entries = sorted(
-            e.name
-            for e in os.scandir(root / folder)
-            if not e.name.startswith(".") and not e.is_dir()
-        )
+        try:
+            entries = sorted(
+                e.name for e in os.scandir(root / folder) if _visible(e) and not _is_dir(e)
+            )
+        except OSError:
+            unreadable.append(encode_name(folder))
+            continue
         if not entries:
-            empty.append(folder)
+            empty.append(encode_name(folder))
             continue
         label = len(class_names)
-        class_names.append(folder)
+        class_names.append(encode_name(folder))
         for name in entries[:per_class]:
-            paths.append(f"{folder}/{name}")
+            paths.append(encode_name(f"{folder}/{name}"))
             labels.append(label)
     if not paths:
-        raise ActstatsError(f"ROOT {root}: every class folder is empty")
-    return Dataset(root, class_names, paths, np.asarray(labels, dtype=np.int32), empty)
+        raise ActstatsError(f"ROOT {root}: every class folder is empty or unreadable")
+    labels_array = np.asarray(labels, dtype=np.int32)
+    return Dataset(root, class_names, paths, labels_array, empty, unreadable)
 
 
-def load_image(path: str | Path) -> Image.Image:
+def _visible(entry: os.DirEntry[str]) -> bool:
+    return not entry.name.startswith(".")
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """``entry.is_dir()``, False where the entry cannot be resolved (a symlink loop)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def file_stat(path: str | Path) -> tuple[int, int]:
+    """(size, mtime_ns) of ``path`` following symlinks; (-1, -1) when it cannot be stat'ed.
+
+    Recorded per file when it is read, so a resume can tell a changed file.
+    """
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return (-1, -1)
+    return (info.st_size, info.st_mtime_ns)
+
+
+def load_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB image, or raise :class:`BadImageError`.
 
     Conversions are explicit because ``Image.convert("RGB")`` gets some wrong:
     16-bit grayscale is scaled (not clipped) to 8 bits, transparent pixels
     are composited over white (not dropped to their hidden colour), and EXIF
     orientation is applied. Images over ``PIL.Image.MAX_IMAGE_PIXELS`` count
-    as decompression bombs (PIL only warns below twice that).
+    as decompression bombs (PIL only warns below twice that); with ``resize``
+    (the short side it will be resized to) so do images whose resized copy
+    would exceed that budget ("extreme aspect ratio"). Only regular files are
+    opened: a FIFO would block, a device never end.
     """
     path = Path(path)
-    if path.is_symlink() and not path.exists():
-        raise BadImageError("broken symlink", str(path))
     try:
-        if path.stat().st_size == 0:
-            raise BadImageError("empty file", str(path))
-        with open(path, "rb") as fh:
-            return _decode(fh, path)
+        info = path.stat()
+    except FileNotFoundError:
+        reason = "broken symlink" if path.is_symlink() else "unreadable"
+        raise BadImageError(reason, str(path)) from None
+    except OSError as exc:  # ELOOP: a symlink loop
+        reason = "broken symlink" if path.is_symlink() else "unreadable"
+        raise BadImageError(reason, f"{path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BadImageError("not a regular file", str(path))
+    if info.st_size == 0:
+        raise BadImageError("empty file", str(path))
+    try:
+        with open(path, "rb", opener=_open_nonblocking) as fh:
+            return _decode(fh, path, resize)
     except BadImageError:
         raise
     except PermissionError as exc:
@@ -164,13 +224,14 @@ def load_image(path: str | Path) -> Image.Image:
         raise BadImageError(reason, f"{path}: {exc}") from None
 
 
-def _decode(fh: object, path: Path) -> Image.Image:
+def _open_nonblocking(path: str, flags: int) -> int:
+    """``open``'s opener: a FIFO swapped in after the type check cannot block the open."""
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _decode(fh: object, path: Path, resize: int | None) -> Image.Image:
     with Image.open(fh) as im:  # type: ignore[arg-type]
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit is not None and im.width * im.height > limit:
-            raise BadImageError(
-                "decompression bomb", f"{path}: {im.width}x{im.height} pixels > {limit}"
-            )
+        check_pixel_budget(im.width, im.height, resize, path)
         im.load()
         im = ImageOps.exif_transpose(im)
         return _to_rgb(im)
@@ -193,6 +254,24 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
+def check_pixel_budget(width: int, height: int, resize: int | None, path: str | Path) -> None:
+    """Raise :class:`BadImageError` if the image, or its copy resized so that the short
+    side is ``resize``, has more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None:
+        return
+    if width * height > limit:
+        raise BadImageError("decompression bomb", f"{path}: {width}x{height} pixels > {limit}")
+    if resize is not None and min(width, height) > 0:
+        scale = resize / min(width, height)
+        resized = round(width * scale) * round(height * scale)
+        if resized > limit:
+            raise BadImageError(
+                "extreme aspect ratio",
+                f"{path}: {width}x{height} is {resized:,} pixels at a {resize}px short side",
+            )
+
+
 # ------------------------------------------------------- tensor (nvjpeg) decoding
 _EXIF_ORIENTATION = 0x0112
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they still work
@@ -201,25 +280,28 @@ warnings.filterwarnings(
 )
 
 
-def jpeg_bytes(path: str | Path) -> torch.Tensor | None:
+def jpeg_bytes(path: str | Path, resize: int | None = None) -> torch.Tensor | None:
     """The bytes of ``path`` as a uint8 tensor when ``decode_jpegs`` decodes it as PIL would.
 
     That is a complete (ends with the EOI marker) baseline/progressive JPEG in
-    RGB or grayscale, without an EXIF rotation, within ``MAX_IMAGE_PIXELS``;
-    anything else -- and any file that cannot be read or parsed -- gives
-    ``None``, and the caller takes the PIL path (:func:`load_image`), which
-    classifies bad files. Only the header is parsed here (cheap).
+    RGB or grayscale, without an EXIF rotation, within the pixel budget
+    (:func:`check_pixel_budget`, at short side ``resize``);
+    anything else -- and any file that cannot be read or parsed, or is not a
+    regular file -- gives ``None``, and the caller takes the PIL path
+    (:func:`load_image`), which classifies bad files. Only the header is
+    parsed here (cheap).
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         data = Path(path).read_bytes()
         if len(data) < 4 or data[:3] != b"\xff\xd8\xff" or data[-2:] != b"\xff\xd9":
             return None
         with Image.open(io.BytesIO(data)) as im:
-            limit = Image.MAX_IMAGE_PIXELS
+            check_pixel_budget(im.width, im.height, resize, path)
             if (
                 im.format != "JPEG"
                 or im.mode not in ("RGB", "L")
-                or (limit is not None and im.width * im.height > limit)
                 or im.getexif().get(_EXIF_ORIENTATION, 1) != 1
             ):
                 return None

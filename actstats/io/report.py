@@ -12,6 +12,12 @@ The page shows, per class, a row of real images and then each method's
 samples; tables of metrics per method; and two matplotlib plots (NLL per layer
 by method, target score over the optimization steps), written as PNGs beside
 the page and inlined as base64 so the HTML file alone is enough to share.
+
+A run folder may come from someone else, and inlining copies bytes into a page
+that gets shared: an image named by ``samples.json`` or ``explain.json`` is
+embedded only if it is a regular file under ``RUN_DIR`` (symlinks resolved), and
+a real image only if it lies in its ``real_root`` class folder and is a PNG or
+JPEG. Anything else is shown as a one-line note, never read.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import base64
 import html
 import io
 import json
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,7 +239,30 @@ def _data_uri(path: Path) -> str:
     return f"data:image/{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def _img(path: Path, title: str) -> str:
+def _embeddable(path: Path, base: Path, *, image_only: bool = False) -> bool:
+    """Whether ``path`` is a regular file under ``base`` (and, with ``image_only``, a
+    PNG/JPEG by its header)."""
+    try:
+        real = path.resolve()
+        if not real.is_relative_to(base.resolve()) or not stat.S_ISREG(os.stat(real).st_mode):
+            return False
+        if image_only:
+            from PIL import Image
+
+            with Image.open(real) as im:
+                return im.format in ("PNG", "JPEG")
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _img(path: Path, title: str, base: Path, *, image_only: bool = False) -> str:
+    """An inline ``<img>`` of ``path`` if it may be embedded (see module docstring)."""
+    if not _embeddable(path, base, image_only=image_only):
+        why = f"{path.name} is not an image file inside {base.name}"
+        return (
+            f'<span class="refused">{html.escape(title)}: not embedded ({html.escape(why)})</span>'
+        )
     return f'<img src="{_data_uri(path)}" title="{html.escape(title)}" alt="{html.escape(title)}">'
 
 
@@ -339,7 +370,7 @@ def _explain_section(explain: dict[str, Any], run_dir: Path) -> str:
             f"{_fmt(dr.get('energy_after'))}",
         }
         figures = "".join(
-            f'<figure data-tool="{html.escape(k)}">{_img(files[k], k)}'
+            f'<figure data-tool="{html.escape(k)}">{_img(files[k], k, run_dir)}'
             f"<figcaption>{html.escape(text)}</figcaption></figure>"
             for k, text in captions.items()
             if k in files and files[k].is_file()
@@ -367,7 +398,7 @@ def _gallery(sets: Sequence[SampleSet], run: dict[str, Any], run_dir: Path, n_re
         if real:
             rows.append(
                 '<div class="row real"><b>real</b>'
-                + "".join(_img(p, f"real {p.name}") for p in real)
+                + "".join(_img(p, f"real {p.name}", p.parent, image_only=True) for p in real)
                 + "</div>"
             )
         for s in (s for s in sets if s.class_name == cls):
@@ -376,6 +407,7 @@ def _gallery(sets: Sequence[SampleSet], run: dict[str, Any], run_dir: Path, n_re
                     p,
                     f"{s.method} {s.neuron} #{r.get('index')} seed {r.get('seed')} "
                     f"p={_fmt(r.get('target_probability'))}",
+                    run_dir,
                 )
                 for p, r in zip(s.image_paths(), s.records, strict=True)
             )
@@ -422,7 +454,9 @@ def write_report(
             + "</ul>"
         )
     buf.write(
-        '<h2>Plots</h2><div class="plots">' + "".join(_img(p, p.stem) for p in plots) + "</div>"
+        '<h2>Plots</h2><div class="plots">'
+        + "".join(_img(p, p.stem, out.parent) for p in plots)
+        + "</div>"
     )
     buf.write(_explain_section(_read_optional(run_dir / "explain.json"), run_dir))
     buf.write("<h2>Samples</h2>" + _gallery(sets, run, run_dir, n_real) + "</body></html>")

@@ -8,6 +8,9 @@ Layout (a contract with the fit stage)::
       images/ok     (N,) bool        False for skipped files and rows not yet written
       images/error  (N,) str         why a row was skipped ("" when ok)
       images/done   (C,) bool        one per chunk of N, set after the chunk is written
+      images/size, images/mtime_ns (N,) int64   the file's size and mtime when it was
+                                     read (-1: not yet); a resume refuses changed files
+      images/clipped (N,) int32      float16 stores: values clipped to +-65504 in the row
       acts/<layer>  (N, D)           float16/float32, chunks (chunk_size, D), NaN where not ok
       errors/path, errors/reason (K,) str   skipped files and empty class folders
 
@@ -20,6 +23,13 @@ Every array is allocated first (metadata only). A writer then owns whole
 chunks along N (:func:`write_chunk`) so parallel tasks share no chunk and
 need no lock; ``done`` has one chunk per element for the same reason. Each
 array carries zarr v3 ``dimension_names`` so ``xarray.open_zarr`` reads it.
+
+Creation is detectable when interrupted: the group's first attribute is
+``actstats_creating`` and the ``actstats`` metadata replaces it only after
+every array exists, so a store killed while being created (or by a full disk)
+is recognised as actstats' own and created again by the next run. Replacing
+(``--overwrite``) removes only a store whose attrs say actstats made it;
+locally the old store is first renamed aside, so a kill never leaves half of it.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +48,7 @@ import numpy as np
 import zarr
 
 from actstats.errors import ActstatsError
+from actstats.io.paths import is_local, local_path
 from actstats.resources import schema_path
 
 __all__ = [
@@ -49,6 +61,7 @@ __all__ = [
     "open_store",
     "resolve_location",
     "store_exists",
+    "store_state",
     "validate_attrs",
     "write_chunk",
     "write_errors",
@@ -57,6 +70,8 @@ __all__ = [
 STORE_VERSION = "1"
 _SCHEMA = schema_path("store-attrs.schema.json")
 _TARGET_CHUNK_BYTES = 32 * 2**20
+#: Attribute a store carries while its arrays are being allocated.
+_CREATING = "actstats_creating"
 
 
 def default_chunk_size(batch_size: int, row_bytes: int) -> int:
@@ -100,7 +115,30 @@ def is_process_local(location: str | os.PathLike) -> bool:
     return os.fspath(location).startswith("memory://")
 
 
+def store_state(location: str | os.PathLike) -> str:
+    """What is at ``location``: ``missing``, ``empty`` (a folder with nothing in it),
+    ``creating`` (an interrupted creation), ``actstats`` (a store), or ``foreign``."""
+    fs, path = fsspec.core.url_to_fs(os.fspath(location))
+    if not fs.exists(path):
+        return "missing"
+    if fs.isdir(path) and not fs.ls(path):
+        return "empty"
+    try:
+        attrs = dict(zarr.open_group(os.fspath(location), mode="r").attrs)
+    except Exception:  # a file, another format, unreadable zarr.json: not ours
+        return "foreign"
+    if isinstance(attrs.get("actstats"), dict):
+        return "actstats"
+    return "creating" if _CREATING in attrs else "foreign"
+
+
 def _remove(location: str) -> None:
+    """Remove a store; locally rename it aside first, so a kill never leaves half of it."""
+    if is_local(location):
+        path = local_path(location)
+        aside = path.with_name(f".{path.name}.actstats-removing-{uuid.uuid4().hex[:8]}")
+        os.replace(path, aside)
+        location = str(aside)
     fs, path = fsspec.core.url_to_fs(location)
     fs.rm(path, recursive=True)
 
@@ -129,6 +167,11 @@ class ActivationStore:
     def labels(self) -> np.ndarray:
         """Class index of every row (int64, shape (N,))."""
         return np.asarray(self.group["images/label"][:], dtype=np.int64)
+
+    def clipped(self) -> int:
+        """float16 values clipped to +-65504 over the whole store (0 for older stores)."""
+        images = self.group["images"]
+        return int(images["clipped"][:].sum()) if "clipped" in images else 0
 
     def ok(self) -> np.ndarray:
         """Whether each row holds activations (False for skipped files), shape (N,)."""
@@ -164,7 +207,7 @@ def open_store(path: str | os.PathLike, *, mode: str = "r") -> ActivationStore:
     path = os.fspath(path)
     try:
         group = zarr.open_group(path, mode=mode)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as exc:
+    except (OSError, zarr.errors.GroupNotFoundError, ValueError) as exc:  # OSError: a file
         raise ActstatsError(
             f"store {path}: not a zarr group, so not a readable activation store ({exc}); "
             "run `actstats collect` to make one"
@@ -199,17 +242,39 @@ def create_store(
     """Allocate every array (metadata only) and write the file list.
 
     ``attrs`` is the ``actstats`` metadata with ``complete`` false; it names the
-    layers with their ``dim``, the ``chunk_size`` and the ``dtype``.
+    layers with their ``dim``, the ``chunk_size`` and the ``dtype``. An empty
+    folder or an interrupted creation at ``path`` is replaced; an actstats
+    store only with ``overwrite``; anything else never.
     """
     path = os.fspath(path)
     validate_attrs(attrs, f"store {path}")
-    if store_exists(path):
-        if not overwrite:
-            raise ActstatsError(f"store {path}: already exists; pass --overwrite to replace it")
+    state = store_state(path)
+    if state == "foreign":
+        raise ActstatsError(
+            f"store {path}: exists and is not an actstats store; refusing to replace it: "
+            "choose another -o"
+        )
+    if state == "actstats" and not overwrite:
+        raise ActstatsError(f"store {path}: already exists; pass --overwrite to replace it")
+    if state != "missing":
         _remove(path)
     n, chunk = int(attrs["n_images"]), int(attrs["chunk_size"])
-    n_chunks = -(-n // chunk)
     group = zarr.open_group(path, mode="w")
+    group.attrs[_CREATING] = {"version": STORE_VERSION}
+    _allocate(group, attrs, paths, labels, n, chunk)
+    group.attrs.put({"actstats": attrs})  # replaces the creating mark: the store is usable
+    return ActivationStore(path, group, attrs)
+
+
+def _allocate(
+    group: zarr.Group,
+    attrs: dict[str, Any],
+    paths: list[str],
+    labels: np.ndarray,
+    n: int,
+    chunk: int,
+) -> None:
+    n_chunks = -(-n // chunk)
     images = group.create_group("images")
     images.create_array(
         "path", shape=(n,), chunks=(chunk,), dtype=str, fill_value="", dimension_names=["image"]
@@ -228,6 +293,19 @@ def create_store(
     images.create_array(
         "error", shape=(n,), chunks=(chunk,), dtype=str, fill_value="", dimension_names=["image"]
     )
+    for name, dtype, fill in (
+        ("size", np.int64, -1),
+        ("mtime_ns", np.int64, -1),
+        ("clipped", np.int32, 0),
+    ):
+        images.create_array(
+            name,
+            shape=(n,),
+            chunks=(chunk,),
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=["image"],
+        )
     images.create_array(
         "done",
         shape=(n_chunks,),
@@ -246,8 +324,6 @@ def create_store(
             fill_value=float("nan"),
             dimension_names=["image", f"{layer['name']}_unit"],
         )
-    group.attrs["actstats"] = attrs
-    return ActivationStore(path, group, attrs)
 
 
 def write_chunk(
@@ -256,11 +332,17 @@ def write_chunk(
     acts: dict[str, np.ndarray],
     ok: np.ndarray,
     errors: list[str],
+    *,
+    file_stats: np.ndarray | None = None,
+    clipped: np.ndarray | None = None,
 ) -> None:
     """Write chunk ``index`` of every array, then set its done flag.
 
     ``acts`` holds (rows, D) arrays for all rows of the chunk (NaN where not
-    ok). The flag is written last, so a chunk whose flag is set is complete.
+    ok). ``file_stats`` is (rows, 2) int64 size and mtime_ns of each file as
+    read (-1 where it could not be stat'ed), ``clipped`` the float16 values
+    clipped per row. The flag is written last, so a chunk whose flag is set is
+    complete.
     """
     chunk = int(store.attrs["chunk_size"])
     start = index * chunk
@@ -276,6 +358,11 @@ def write_chunk(
         group[f"acts/{layer}"][start:stop] = rows
     group["images/ok"][start:stop] = ok
     group["images/error"][start:stop] = np.asarray(errors, dtype=object).astype(str)
+    if file_stats is not None and "size" in group["images"]:
+        group["images/size"][start:stop] = file_stats[:, 0]
+        group["images/mtime_ns"][start:stop] = file_stats[:, 1]
+    if clipped is not None and "clipped" in group["images"]:
+        group["images/clipped"][start:stop] = clipped
     group["images/done"][index] = True
 
 
@@ -285,6 +372,7 @@ def finish_store(store: ActivationStore, errors: list[tuple[str, str]]) -> None:
         raise ActstatsError(f"store {store.path}: some chunks were not written; rerun to resume")
     write_errors(store, errors)
     store.attrs["complete"] = True
+    store.attrs["float16_clipped"] = store.clipped()
     store.group.attrs["actstats"] = store.attrs
 
 

@@ -48,7 +48,9 @@ from typing import Any
 import numpy as np
 
 from actstats.errors import ActstatsError
-from actstats.io.data import Dataset, discover, read_class_list
+from actstats.io.data import Dataset, discover, file_stat, read_class_list
+from actstats.io.locks import writer_lock
+from actstats.io.paths import refuse_overlap, show_name
 from actstats.io.store import (
     STORE_VERSION,
     ActivationStore,
@@ -57,7 +59,7 @@ from actstats.io.store import (
     finish_store,
     open_store,
     resolve_location,
-    store_exists,
+    store_state,
 )
 from actstats.net.network import Network, load_network
 from actstats.net.reduce import Reduction, parse_reduction
@@ -98,6 +100,9 @@ class CollectSummary:
     #: ``forward`` -- device work, reductions and copies back --, ``write``,
     #: ``lock_wait``); stages overlap, so they add up to more than ``seconds``.
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: float16 stores: activation values beyond +-65504 that were clipped to it (see
+    #: ``images/clipped``); 0 when nothing overflowed.
+    clipped: int = 0
 
 
 def collect(
@@ -139,9 +144,17 @@ def collect(
     pixels may differ from PIL's by a few levels (nvjpeg's IDCT and chroma
     upsampling, float resize), so the choice is recorded in ``attrs["decode"]``
     but a store may be resumed with another one.
+
+    Safety: the store may not overlap ``root`` (``--overwrite`` would delete
+    images); one writer at a time holds the store's lock
+    (:mod:`actstats.io.locks`); a resume refuses files whose size or mtime
+    changed since they were read; float16 values beyond +-65504 are clipped
+    to it, counted per row in ``images/clipped`` and reported, never stored
+    as ``inf``.
     """
     start = time.perf_counter()
     store = os.fspath(store)
+    refuse_overlap(store, root, "-o")
     check_reachable(store, scheduler, workers)
     if dtype not in ("float16", "float32"):
         raise ActstatsError(f"--dtype {dtype}: use float16 or float32")
@@ -150,9 +163,46 @@ def collect(
     if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
         raise ActstatsError("--batch-size and --chunk-size must be at least 1")
     dataset = discover(root, classes=read_class_list(classes), per_class=per_class)
-    net = _network(network, weights, device)
+    with writer_lock(store, "store"):
+        summary = _collect_locked(
+            dataset,
+            store,
+            _network(network, weights, device),
+            layers=layers,
+            reduce=reduce,
+            batch_size=batch_size,
+            dtype=dtype,
+            chunk_size=chunk_size,
+            overwrite=overwrite,
+            scheduler=scheduler,
+            workers=workers,
+            progress=progress,
+            bf16=bf16,
+            decode=decode,
+        )
+    return dataclasses.replace(summary, seconds=time.perf_counter() - start)
+
+
+def _collect_locked(
+    dataset: Dataset,
+    store: str,
+    net: Network,
+    *,
+    layers: Sequence[str] | None,
+    reduce: dict[str, str] | None,
+    batch_size: int,
+    dtype: str,
+    chunk_size: int | None,
+    overwrite: bool,
+    scheduler: str | None,
+    workers: int | None,
+    progress: Progress | None,
+    bf16: bool,
+    decode: str,
+) -> CollectSummary:
+    """:func:`collect` once the files are listed and the store's writer lock is held."""
     if bf16 and net.device.type != "cuda":
-        warnings.warn("--bf16: autocast needs a CUDA device; running in float32", stacklevel=2)
+        warnings.warn("--bf16: autocast needs a CUDA device; running in float32", stacklevel=3)
         bf16 = False
     if decode == "auto":
         decode = "mixed" if net.device.type == "cuda" else "cpu"
@@ -171,7 +221,7 @@ def collect(
         "n_images": len(dataset.paths),
         "dtype": dtype,
         "complete": False,
-        "root": str(Path(root).resolve()),
+        "root": str(dataset.root.resolve()),
         "autocast": "bfloat16" if bf16 else None,
         "decode": decode,
     }
@@ -193,7 +243,7 @@ def collect(
     run_graph(
         pending, job, net, _images_done(progress, target.attrs, pending), scheduler, workers, stages
     )
-    summary = _finish(target, dataset, len(pending), time.perf_counter() - start)
+    summary = _finish(target, dataset, len(pending), 0.0)
     return dataclasses.replace(summary, stage_seconds=dict(stages))
 
 
@@ -250,16 +300,20 @@ def plan_layers(
 def _open_or_create(
     path: str, attrs: dict[str, Any], dataset: Dataset, *, overwrite: bool, chunk_size_given: bool
 ) -> ActivationStore:
-    """Resume a matching store, refuse a different one, or create a new one."""
-    if overwrite or not store_exists(path):
-        return create_store(path, attrs, dataset.paths, dataset.labels, overwrite=overwrite)
-    try:
-        existing = open_store(path, mode="r+")
-    except ActstatsError:
+    """Resume a matching store, refuse a different one, or create a new one.
+
+    An interrupted creation or an empty folder is created again; an existing
+    folder or file that actstats did not make is never replaced.
+    """
+    state = store_state(path)
+    if state == "foreign":
         raise ActstatsError(
-            f"store {path}: exists and is not an actstats store; pass "
-            "--overwrite to replace it or choose another -o"
-        ) from None
+            f"store {path}: exists and is not an actstats store; refusing to touch it: "
+            "choose another -o"
+        )
+    if overwrite or state in ("missing", "empty", "creating"):
+        return create_store(path, attrs, dataset.paths, dataset.labels, overwrite=overwrite)
+    existing = open_store(path, mode="r+")
     if list(existing.group["images/path"][:]) != dataset.paths or not np.array_equal(
         existing.labels(), dataset.labels
     ):
@@ -273,7 +327,28 @@ def _open_or_create(
                 f"store {path}: was collected with a different {key}; pass --overwrite to "
                 "replace it or choose another -o"
             )
+    _refuse_changed_files(existing, dataset)
     return existing
+
+
+def _refuse_changed_files(existing: ActivationStore, dataset: Dataset) -> None:
+    """Raise if a file read by a finished chunk has another size or mtime now."""
+    images = existing.group["images"]
+    if "size" not in images:  # a store from before sizes were recorded
+        return
+    recorded = np.stack([images["size"][:], images["mtime_ns"][:]], axis=1)
+    changed = [
+        dataset.paths[i]
+        for i in np.flatnonzero(recorded[:, 0] >= 0)
+        if file_stat(dataset.absolute(int(i))) != tuple(recorded[i])
+    ]
+    if changed:
+        shown = ", ".join(show_name(p) for p in changed[:3])
+        more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise ActstatsError(
+            f"store {existing.path}: {len(changed)} file(s) changed since they were collected: "
+            f"{shown}{more}; restore them, or pass --overwrite to collect again"
+        )
 
 
 def _rows_in(chunks: list[int], attrs: dict[str, Any]) -> int:
@@ -305,8 +380,17 @@ def _finish(
     """Record skipped files and mark the store complete (idempotent)."""
     reasons = target.group["images/error"][:]
     errors = [(f"{folder}/", "empty class folder") for folder in dataset.empty_classes]
+    errors += [(f"{folder}/", "unreadable folder") for folder in dataset.unreadable_classes]
     errors += [(dataset.paths[i], str(reasons[i])) for i in np.flatnonzero(reasons != "")]
     finish_store(target, errors)
+    clipped = target.clipped()
+    if clipped:
+        warnings.warn(
+            f"store {target.path}: {clipped:,} float16 activation values exceeded +-65504 and "
+            "were clipped to it (rows in images/clipped); collect with --dtype float32 for "
+            "exact values",
+            stacklevel=4,
+        )
     return CollectSummary(
         store=target.path,
         n_images=int(target.ok().sum()),
@@ -315,4 +399,5 @@ def _finish(
         seconds=seconds,
         chunks_written=written,
         errors=errors,
+        clipped=clipped,
     )

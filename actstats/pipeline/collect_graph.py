@@ -31,7 +31,8 @@ from dask.callbacks import Callback
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from actstats.errors import ActstatsError
-from actstats.io.data import BadImageError, decode_jpegs, jpeg_bytes, load_image
+from actstats.io.data import BadImageError, decode_jpegs, file_stat, jpeg_bytes, load_image
+from actstats.io.paths import decode_name
 from actstats.io.store import open_store, write_chunk
 from actstats.net.network import Network
 from actstats.net.preprocessing import Preprocessing
@@ -101,6 +102,7 @@ class _Decoded:
     items: list[torch.Tensor | _Raw | None]
     reasons: list[str]
     seconds: float
+    stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) per file
 
 
 def build_graph(pending: list[int], job: Job, ref: NetworkRef) -> list[Any]:
@@ -154,22 +156,24 @@ def _decode_batch(job: Job, chunk: int, start: int) -> _Decoded:
         job.decode == "mixed" and (start // job.batch_size) % 2 == 1
     )
     resize_crop = geometry(job.preprocessing)
+    resize = job.preprocessing.resize
     items: list[torch.Tensor | _Raw | None] = []
-    reasons = []
+    reasons, stats = [], []
     for name in names:
-        path = str(Path(job.root) / str(name))
-        data = jpeg_bytes(path) if on_device else None
+        path = str(Path(job.root) / decode_name(str(name)))
+        stats.append(file_stat(path))
+        data = jpeg_bytes(path, resize) if on_device else None
         if data is not None:
             items.append(_Raw(path, data))
             reasons.append("")
             continue
         try:
-            items.append(resize_crop(pil_to_tensor(load_image(path))))
+            items.append(resize_crop(pil_to_tensor(load_image(path, resize=resize))))
             reasons.append("")
         except BadImageError as bad:
             items.append(None)
             reasons.append(bad.reason)
-    return _Decoded(items, reasons, time.perf_counter() - t0)
+    return _Decoded(items, reasons, time.perf_counter() - t0, stats)
 
 
 @functools.lru_cache(maxsize=64)
@@ -247,6 +251,7 @@ def _forward_chunk(ref: NetworkRef, decoded: list[_Decoded], chunk: int, job: Jo
     seconds = Counter({"decode": sum(d.seconds for d in decoded)})
     items = [it for d in decoded for it in d.items]
     reasons = [r for d in decoded for r in d.reasons]
+    file_stats = np.asarray([st for d in decoded for st in d.stats], dtype=np.int64)
     net = ref.get()
     prepare_device(net)
     ok = np.array([it is not None for it in items])
@@ -258,6 +263,7 @@ def _forward_chunk(ref: NetworkRef, decoded: list[_Decoded], chunk: int, job: Jo
         e["name"]: np.full((len(ok), e["dim"]), np.nan, dtype=dtype) for e in job.attrs["layers"]
     }
     good = np.flatnonzero(ok)
+    clipped = np.zeros(len(ok), dtype=np.int32)
     cuda = net.device.type == "cuda"
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -299,6 +305,8 @@ def _forward_chunk(ref: NetworkRef, decoded: list[_Decoded], chunk: int, job: Jo
                     flat = torch.cat(
                         [red(acts[n]).float().flatten(1) for n, red in layers.items()], dim=1
                     )
+                if tdtype == torch.float16:
+                    clipped[sel] = _clip_float16(flat)
                 flat = flat.to(tdtype)
                 event = None
                 if cuda:
@@ -315,9 +323,29 @@ def _forward_chunk(ref: NetworkRef, decoded: list[_Decoded], chunk: int, job: Jo
             store(pending)
         seconds["forward"] = time.perf_counter() - t0 - seconds["device_decode"]
     tw = time.perf_counter()
-    write_chunk(open_store(job.store, mode="r+"), chunk, rows, ok, reasons)
+    write_chunk(
+        open_store(job.store, mode="r+"),
+        chunk,
+        rows,
+        ok,
+        reasons,
+        file_stats=file_stats.reshape(len(ok), 2),
+        clipped=clipped,
+    )
     seconds["write"] = time.perf_counter() - tw
     return ChunkResult(chunk, len(ok), dict(seconds))
+
+
+_FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65504
+
+
+def _clip_float16(flat: torch.Tensor) -> np.ndarray:
+    """Clip ``flat`` (rows, dims) in place to float16's finite range; count clipped values
+    per row (a float16 store would otherwise hold ``inf`` with ``ok`` set)."""
+    over = flat.abs() > _FLOAT16_MAX
+    counts = over.sum(dim=1).to("cpu", torch.int32).numpy()
+    flat.clamp_(-_FLOAT16_MAX, _FLOAT16_MAX)
+    return counts
 
 
 _PREPARED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()

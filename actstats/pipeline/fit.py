@@ -19,12 +19,21 @@ client ever holds a whole layer. The store and ``output`` may be fsspec URLs; wi
 :mod:`actstats.pipeline.cluster`). Only rows with
 ``images/ok`` are used; a deterministic ``holdout`` fraction of each class is kept
 out of the fit and scored.
+
+Refusals and warnings: an incomplete store (an interrupted collect) is refused
+unless ``allow_incomplete``; the output may not overlap the store; one writer
+at a time holds the model directory's lock, and the directory is written
+atomically (see :mod:`actstats.io.modelfile`). A class/layer whose model cannot
+be trusted -- fewer than 2 images, every image giving the same activations, or a
+full covariance from no more images than dimensions -- gets one
+:class:`DegenerateClassWarning` naming the class and layer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +44,10 @@ import numpy as np
 from dask.callbacks import Callback
 
 from actstats.errors import ActstatsError
-from actstats.io.modelfile import save_models
-from actstats.io.store import ActivationStore, open_store, resolve_location, store_exists
+from actstats.io.locks import writer_lock
+from actstats.io.modelfile import check_model_output, save_models
+from actstats.io.paths import refuse_overlap
+from actstats.io.store import ActivationStore, open_store, resolve_location
 from actstats.pipeline.fit_tasks import (
     QUANTILE_LEVELS,
     chunk_moments,
@@ -54,7 +65,11 @@ from actstats.stats.mixture import parse_mixture_spec
 from actstats.stats.modelset import ALL_CLASSES, ModelSet
 from actstats.version import __version__
 
-__all__ = ["FitResult", "fit_store"]
+__all__ = ["DegenerateClassWarning", "FitResult", "fit_store"]
+
+
+class DegenerateClassWarning(UserWarning):
+    """A class/layer model fitted from too few or identical activations."""
 
 
 @dataclass
@@ -169,6 +184,7 @@ def fit_store(
     full_max_dim: int = 512,
     progress: Progress | None = None,
     workers: int | None = None,
+    allow_incomplete: bool = False,
 ) -> FitResult:
     """Fit Gaussian (and optionally mixture) models per class and layer, and joint models
     of adjacent layers, from an activation store; save them to ``output``.
@@ -203,6 +219,8 @@ def fit_store(
         ``progress(done_tasks, total_tasks)`` as tasks finish (local schedulers).
     workers : int, optional
         Start a ``LocalCluster`` of this many worker processes for the fit.
+    allow_incomplete : bool
+        Fit the rows an interrupted collect wrote instead of refusing the store.
 
     Returns
     -------
@@ -210,15 +228,31 @@ def fit_store(
         ``models`` (a :class:`~actstats.stats.modelset.ModelSet`), ``path`` and per class/layer
         summary ``rows``.
     """
-    form, _ = parse_cov_spec(cov)
-    mix = parse_mixture_spec(mixture)
+    parse_cov_spec(cov)  # bad specs fail before any work
+    parse_mixture_spec(mixture)
     if not 0.0 <= holdout < 1.0:
         raise ActstatsError(f"holdout {holdout} must be in [0, 1)")
-    if output is not None and store_exists(output) and not overwrite:
-        raise ActstatsError(f"{output} exists; pass --overwrite to replace it")
     check_reachable(os.fspath(store), scheduler, workers)
-    st = open_store(store)
-    plan = _make_plan(st, classes, layers, holdout, seed)
+    args = locals()
+    if output is None:
+        return _fit(store, None, args)
+    refuse_overlap(output, store, "-o")
+    with writer_lock(output, "model directory"):
+        check_model_output(output, overwrite)
+        return _fit(store, output, args)
+
+
+def _fit(
+    store: str | os.PathLike, output: str | os.PathLike | None, args: dict[str, Any]
+) -> FitResult:
+    """:func:`fit_store` once ``output`` is locked and may be written; ``args`` its options."""
+    cov, mixture, seed, holdout = args["cov"], args["mixture"], args["seed"], args["holdout"]
+    form, _ = parse_cov_spec(cov)
+    mix = parse_mixture_spec(mixture)
+    st = _open_complete(store, args["allow_incomplete"])
+    plan = _make_plan(st, args["classes"], args["layers"], holdout, seed)
+    basis_dim, full_max_dim = args["basis_dim"], args["full_max_dim"]
+    scheduler, workers, progress = args["scheduler"], args["workers"], args["progress"]
     options = {
         "cov": cov,
         "mixture": mixture,
@@ -235,10 +269,27 @@ def fit_store(
         {g: cm for g, (cm, _) in finals.items()}, plan.layers, _provenance(st, plan, options)
     )
     rows = [r for _, (_, rs) in finals.items() for r in rs]
+    for r in rows:
+        if r["degenerate"]:
+            message = f"class {r['class']}, layer {r['layer']}: {r['degenerate']}"
+            warnings.warn(DegenerateClassWarning(message), stacklevel=3)
     path = _output_path(output)
     if output is not None:
-        save_models(models, output, overwrite=overwrite)
+        save_models(models, output, overwrite=args["overwrite"])
     return FitResult(models, path, rows)
+
+
+def _open_complete(store: str | os.PathLike, allow_incomplete: bool) -> ActivationStore:
+    """The store, refused while an interrupted collect has left it incomplete."""
+    st = open_store(store)
+    if not st.attrs.get("complete", True) and not allow_incomplete:
+        done = st.done
+        raise ActstatsError(
+            f"store {st.path}: incomplete ({int(done.sum())} of {len(done)} chunks written; "
+            "collect was interrupted); rerun the same collect command to finish it, or pass "
+            "--allow-incomplete to fit the rows it has"
+        )
+    return st
 
 
 def _graph(

@@ -96,6 +96,7 @@ class Stage1:
     bases: dict[str, tuple[np.ndarray, np.ndarray]]
     vrange: dict[str, tuple[np.ndarray, np.ndarray]]
     seconds: dict[str, float]
+    degenerate: dict[str, str] = field(default_factory=dict)  # layer -> why it is untrustworthy
 
 
 @dataclass
@@ -184,10 +185,13 @@ def finish_stage1(
 ) -> Stage1:
     """Gaussians, PCA bases (top eigenvectors; top-variance units when only diagonal
     moments were kept) and value ranges of one class from its merged moments."""
-    gaussians, bases, vrange, secs = {}, {}, {}, {}
+    gaussians, bases, vrange, secs, degenerate = {}, {}, {}, {}, {}
     for layer, m in moments.items():
         t0 = time.perf_counter()
         g = fit_gaussian(m, cov=cov, full_max_dim=full_max_dim)
+        why = degenerate_reason(m, g.cov_type_)
+        if why:
+            degenerate[layer] = why
         r = int(max(1, min(basis_dim, m.mean.shape[0], m.n - 1)))
         if m.diag_only:  # no cross moments: axis-aligned basis of the most variable units
             top = np.argsort(m.variances())[::-1][:r]
@@ -198,7 +202,27 @@ def finish_stage1(
         gaussians[layer], bases[layer] = g, (m.mean.copy(), B)
         vrange[layer] = (m.vmin, m.vmax)
         secs[layer] = time.perf_counter() - t0
-    return Stage1(gaussians, bases, vrange, secs)
+    return Stage1(gaussians, bases, vrange, secs, degenerate)
+
+
+def degenerate_reason(m: Moments, cov_type: str) -> str:
+    """Why a model fitted from ``m`` cannot be trusted ("" when it can): fewer than 2
+    rows, all rows equal, or a full covariance from no more rows than dimensions."""
+    d = m.mean.shape[0]
+    if m.n < 2:
+        return f"N={m.n}: no variance can be estimated; collect more images of this class"
+    scale = max(1.0, float(np.max(np.abs(m.mean))) ** 2)
+    if float(np.max(m.variances())) <= 1e-12 * scale:
+        return (
+            f"all N={m.n} images give the same activations (zero variance); its NLLs are "
+            "meaningless: check the folder for duplicates or blank images"
+        )
+    if cov_type == "full" and m.n <= d:
+        return (
+            f"N={m.n} <= D={d}: the full covariance rests on shrinkage; collect more images or "
+            "pass --cov diag or lowrank:K"
+        )
+    return ""
 
 
 def finish_stage2(
@@ -217,7 +241,8 @@ def finish_stage2(
             mix = fit_mixture(p2.z[layer], *s1.bases[layer], mixture, random_state=seed)
             mixtures[layer] = mix.set_marginals(g)
             k_used = len(mix.weights_)
-        rows.append(_summary_row(group, layer, g, k_used, p2.holdout[layer], s1.seconds[layer], t0))
+        row = _summary_row(group, layer, g, k_used, p2.holdout[layer], s1.seconds[layer], t0)
+        rows.append(row | {"degenerate": s1.degenerate.get(layer, "")})
     for a, b in itertools.pairwise(layers):
         bases = (*s1.bases[a], *s1.bases[b])
         m = p2.joint[(a, b)]

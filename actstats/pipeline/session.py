@@ -9,6 +9,12 @@ whose statistics drive a neuron or an image (``--class``, else the output unit's
 class folder, by category name or ImageNet wnid, else the pooled ``__all__`` model);
 :meth:`Session.class_stats` hands them to synthesis with the recorded reductions.
 ``sample``, ``explain`` and the demo all open a session.
+
+A model file is data and may come from anyone: the network it records is rebuilt
+only when it is a torchvision name (looked up in torchvision's registry). A
+``package.module:factory`` it records is never imported -- that would run
+whatever code the file names (``os:abort``); the user trusts a factory by
+naming it with ``--network`` (:func:`network_name`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,30 @@ from actstats.net.preprocessing import Preprocessing
 from actstats.stats.modelset import ALL_CLASSES, ModelSet
 from actstats.synth.jobs import ClassStats
 
-__all__ = ["Session", "check_network", "class_stats", "open_session", "recorded_reductions"]
+__all__ = [
+    "Session",
+    "check_network",
+    "class_stats",
+    "network_name",
+    "open_session",
+    "recorded_reductions",
+]
+
+
+def network_name(given: str | None, models: ModelSet, where: str | os.PathLike) -> str:
+    """The network to rebuild: ``given`` (``--network``), else the model file's if it is
+    a torchvision name; a factory the file names is refused, never imported."""
+    if given:
+        return given
+    recorded = models.provenance.get("model")
+    if not isinstance(recorded, str) or not recorded:
+        raise ActstatsError(f"{where}: the model file records no network; pass --network")
+    if ":" in recorded:
+        raise ActstatsError(
+            f"{where}: the model file names the factory {recorded!r}; actstats never imports "
+            f"code a file names: pass --network {recorded} if you trust it"
+        )
+    return recorded
 
 
 def check_network(models: ModelSet, network: Network) -> None:
@@ -144,15 +173,14 @@ def open_session(
 ) -> Session:
     """Load a model file and its network, checked against each other.
 
-    ``network``/``weights`` default to what the model file's provenance records; the
-    network gets the preprocessing the statistics were collected with (a store may
-    have been collected at another input size than the weights' recipe).
+    ``network``/``weights`` default to what the model file's provenance records (a
+    factory only when passed as ``network``: see :func:`network_name`); the network
+    gets the preprocessing the statistics were collected with (a store may have been
+    collected at another input size than the weights' recipe).
     """
     models = load_models(models_path)
     prov = models.provenance
-    network = network or prov.get("model")
-    if not network:
-        raise ActstatsError(f"{models_path}: the model file records no network; pass --network")
+    network = network_name(network, models, models_path)
     pre = prov.get("preprocessing")
     net = load_network(
         network,
