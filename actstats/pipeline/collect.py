@@ -337,10 +337,11 @@ def _refuse_changed_files(existing: ActivationStore, dataset: Dataset) -> None:
     if "size" not in images:  # a store from before sizes were recorded
         return
     recorded = np.stack([images["size"][:], images["mtime_ns"][:]], axis=1)
+    finished = np.repeat(existing.done, existing.chunk_size)[: len(recorded)]
     changed = [
         dataset.paths[i]
-        for i in np.flatnonzero(recorded[:, 0] >= 0)
-        if file_stat(dataset.absolute(int(i))) != tuple(recorded[i])
+        for i in np.flatnonzero(finished & (recorded[:, 0] >= 0))
+        if file_stat(dataset.absolute(int(i))) != tuple(int(v) for v in recorded[i])
     ]
     if changed:
         shown = ", ".join(show_name(p) for p in changed[:3])
