@@ -81,14 +81,14 @@ def test_model_errors(model: str, match: str) -> None:
 
 def test_layer_names_order_and_defaults() -> None:
     net = load_network("actstats.demo.digits:digits_vgg")
-    assert net.default_layers() == ["conv3_2", "conv4_1", "conv5_1", "fc6", "fc7", "fc8"]
+    assert net.default_layers() == [f"pool{i}" for i in range(1, 6)] + ["fc6", "fc7", "fc8"]
     shapes = net.layer_shapes(["fc8", "features.9", "conv1_1", "pool5"])
     assert list(shapes) == ["conv1_1", "features.9", "pool5", "fc8"]
     assert shapes["fc8"] == (10,) and shapes["features.9"] == (32, 8, 8)
     with pytest.raises(ActstatsError, match=r"unknown layer 'conv6_1'.*see `actstats layers"):
         net.module_name("conv6_1")
     res = _quiet("resnet18", "none", preprocessing=Preprocessing(resize=64, crop=64))
-    assert res.default_layers() == ["layer3", "layer4", "fc"]
+    assert res.default_layers() == ["layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         acts = res.activations(x, ["layer3.1", "flatten"])  # a module and an FX-only node
