@@ -261,11 +261,13 @@ def measure_row(
     return summary, by_class
 
 
-def write_results(result: dict[str, Any], label: str) -> None:
-    """JSON, markdown and the picture grid under benchmarks/results/."""
+def write_results(
+    result: dict[str, Any], label: str, real: list[np.ndarray], rows: dict[str, list[np.ndarray]]
+) -> None:
+    """JSON, markdown and the picture grid (``real`` | ``rows``) under benchmarks/results/."""
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"realism-imagenet-{label}"
-    grid(result.pop("grid_real"), result.pop("grid"), stem.with_name(stem.name + "-grid.png"))
+    grid(real, rows, stem.with_name(stem.name + "-grid.png"))
     tmp = stem.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(stem.with_suffix(".json"))
@@ -332,29 +334,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     summary, per_class = {}, {}
     summary["real"], per_class["real"] = measure_row(real_images, real_probs, judge, refs, real_div)
     summary["real"]["seconds_per_sample"] = 0.0
-    grid_rows = {}
+    grid_rows: dict[str, list[np.ndarray]] = {}
+    label = args.label or f"{args.split}-cpu"
+    result: dict[str, Any] = {}
     for row in rows:
         images, probs, secs = run_row(row, models, network, seeds, args.steps)
         summary[row], per_class[row] = measure_row(images, probs, judge, refs, real_div)
         summary[row]["seconds_per_sample"] = secs
         grid_rows[row] = images[seeds[0]]
         print(row, {k: round(v, 3) for k, v in summary[row].items()}, flush=True)
-    label = args.label or f"{args.split}-cpu"
-    result = {
-        "machine": f"{platform.node() or 'unknown'} ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs), torch {torch.__version__}",
-        "split": args.split,
-        "seeds": seeds,
-        "steps": args.steps,
-        "classes": [c.name for c in PHOTO_CLASSES],
-        "rows": {r: {"method": ROWS[r][0], "overrides": ROWS[r][1]} for r in rows},
-        "definitions": DEFINITIONS,
-        "summary": summary,
-        "per_class": per_class,
-        "grid": grid_rows,
-        "grid_real": [real[c.name][0] for c in PHOTO_CLASSES],
-    }
-    write_results(result, label)
+        result = {
+            "machine": f"{platform.node() or 'unknown'} "
+            f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), "
+            f"torch {torch.__version__}",
+            "split": args.split,
+            "seeds": seeds,
+            "steps": args.steps,
+            "classes": [c.name for c in PHOTO_CLASSES],
+            "rows": {r: {"method": ROWS[r][0], "overrides": ROWS[r][1]} for r in summary},
+            "definitions": DEFINITIONS,
+            "summary": summary,
+            "per_class": per_class,
+        }
+        # written after every row: a long run that is stopped keeps what it measured
+        write_results(result, label, [real[c.name][0] for c in PHOTO_CLASSES], grid_rows)
     print(table(summary))
     return result
 
