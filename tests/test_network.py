@@ -97,3 +97,20 @@ def test_layer_names_order_and_defaults() -> None:
             torch.flatten(res.module.avgpool(res.module.layer4(acts["layer3.1"])), 1),
             atol=1e-5,
         )
+
+
+def test_vgg16_default_layers_and_size_proportional_regularizers() -> None:
+    """VGG16 (random weights: none can be fetched here) gets its stage outputs by default,
+    and the synthesis regularizers scale with the input side."""
+    from actstats.synth import default_config
+
+    vgg = _quiet("vgg16", "none", preprocessing=Preprocessing(resize=32, crop=32))
+    names = [f"pool{i}" for i in range(1, 6)] + ["fc6", "fc7", "fc8"]
+    assert vgg.default_layers() == names
+    shapes = vgg.layer_shapes(vgg.default_layers())
+    assert shapes["pool1"] == (64, 16, 16) and shapes["fc6"] == (4096,)
+    for method in ("suppress", "ancestral"):
+        config = default_config(method)
+        assert (config.at_size(32).jitter, config.at_size(32).blur_sigma) == (2, 0.5)
+        assert (config.at_size(224).jitter, config.at_size(224).blur_sigma) == (14, 3.5)
+    assert default_config("suppress", jitter=3).at_size(224).jitter == 3  # pixels stay pixels
