@@ -19,8 +19,8 @@ Rows: ``simonyan``; ``simonyan+reg`` (suppress's regularizers, no statistics; th
 headline baseline); ``lucent`` (FFT-decorrelated parameterization, jitter, TV,
 no statistics); ``suppress``, its ablations ``prior only`` / ``outliers only``;
 ``ancestral`` and ``ancestral-stats`` (its regularizers and target, no chain);
-``code-prior`` (its statistics-free ablation, no clip box, is not a row yet); ``real`` (test crops not
-used as reference). Each number is a mean over ``--seeds`` seeds, with the
+``code-prior`` (its statistics-free ablation, no clip box, is not a row yet);
+``real`` (test crops not used as reference). Each number is a mean over ``--seeds`` seeds, with the
 standard deviation over seeds.
 
 Usage: ``python benchmarks/realism_imagenet.py [--split test] [--seeds 3] [--steps 48]
