@@ -351,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seeds": seeds,
             "steps": args.steps,
             "classes": [c.name for c in PHOTO_CLASSES],
-            "rows": {r: {"method": ROWS[r][0], "overrides": ROWS[r][1]} for r in summary},
+            "rows": {
+                r: {"method": ROWS[r][0], "overrides": ROWS[r][1]} for r in summary if r in ROWS
+            },
             "definitions": DEFINITIONS,
             "summary": summary,
             "per_class": per_class,
