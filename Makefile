@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fit.py
 	$(BIN)/python benchmarks/sample.py
 	$(BIN)/python benchmarks/realism.py
+	$(BIN)/python benchmarks/realism_imagenet.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -67,15 +67,13 @@ def test_digits_store_equals_direct_forward(
         network=digits_net,
         batch_size=4,
         chunk_size=8,
-        reduce={"conv3_2": "mean", "conv4_1": "grid:2"},
+        reduce={"pool3": "mean", "pool4": "grid:2"},
     )
     assert (summary.n_images, summary.n_classes, summary.skipped) == (36, 3, {})
     g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
     attrs = g.attrs["actstats"]
     assert [e["name"] for e in attrs["layers"]] == [
-        "conv3_2",
-        "conv4_1",
-        "conv5_1",
+        *(f"pool{i}" for i in range(1, 6)),
         "fc6",
         "fc7",
         "fc8",
@@ -235,7 +233,7 @@ def test_existing_store_is_refused_unless_overwrite(
         ({"layers": ["conv9_9"]}, r"unknown layer 'conv9_9'.*available: conv1_1"),
         ({"reduce": {"fc8": "mean"}}, r"fc8=mean: needs a conv layer"),
         ({"reduce": {"fc7": "grid:0"}}, r"use full, mean or grid:S"),
-        ({"reduce": {"conv5_1": "grid:3"}}, r"S must be 1..2"),
+        ({"reduce": {"pool4": "grid:3"}}, r"S must be 1..2"),
         ({"reduce": {"fc5": "full"}}, r"--reduce fc5: not a collected layer"),
         ({"classes": ["eleven"]}, r"unknown class 'eleven'.*valid: one, three, zero"),
         ({"dtype": "int8"}, r"use float16 or float32"),

@@ -61,7 +61,7 @@ def test_killed_run_resumes_to_identical_store(
         "--chunk-size",
         "8",
         "--reduce",
-        "conv3_2=mean",
+        "pool3=mean",
         "--no-progress",
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -92,7 +92,7 @@ def test_killed_run_resumes_to_identical_store(
         device="cpu",
         batch_size=4,
         chunk_size=8,
-        reduce={"conv3_2": "mean"},
+        reduce={"pool3": "mean"},
     )
     got, want = _all_arrays(store), _all_arrays(reference)
     assert sorted(got) == sorted(want)

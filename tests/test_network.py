@@ -81,14 +81,14 @@ def test_model_errors(model: str, match: str) -> None:
 
 def test_layer_names_order_and_defaults() -> None:
     net = load_network("actstats.demo.digits:digits_vgg")
-    assert net.default_layers() == ["conv3_2", "conv4_1", "conv5_1", "fc6", "fc7", "fc8"]
+    assert net.default_layers() == [f"pool{i}" for i in range(1, 6)] + ["fc6", "fc7", "fc8"]
     shapes = net.layer_shapes(["fc8", "features.9", "conv1_1", "pool5"])
     assert list(shapes) == ["conv1_1", "features.9", "pool5", "fc8"]
     assert shapes["fc8"] == (10,) and shapes["features.9"] == (32, 8, 8)
     with pytest.raises(ActstatsError, match=r"unknown layer 'conv6_1'.*see `actstats layers"):
         net.module_name("conv6_1")
     res = _quiet("resnet18", "none", preprocessing=Preprocessing(resize=64, crop=64))
-    assert res.default_layers() == ["layer3", "layer4", "fc"]
+    assert res.default_layers() == ["layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         acts = res.activations(x, ["layer3.1", "flatten"])  # a module and an FX-only node
@@ -97,3 +97,20 @@ def test_layer_names_order_and_defaults() -> None:
             torch.flatten(res.module.avgpool(res.module.layer4(acts["layer3.1"])), 1),
             atol=1e-5,
         )
+
+
+def test_vgg16_default_layers_and_size_proportional_regularizers() -> None:
+    """VGG16 (random weights: none can be fetched here) gets its stage outputs by default,
+    and the synthesis regularizers scale with the input side."""
+    from actstats.synth import default_config
+
+    vgg = _quiet("vgg16", "none", preprocessing=Preprocessing(resize=32, crop=32))
+    names = [f"pool{i}" for i in range(1, 6)] + ["fc6", "fc7", "fc8"]
+    assert vgg.default_layers() == names
+    shapes = vgg.layer_shapes(vgg.default_layers())
+    assert shapes["pool1"] == (64, 16, 16) and shapes["fc6"] == (4096,)
+    for method in ("suppress", "ancestral"):
+        config = default_config(method)
+        assert (config.at_size(32).jitter, config.at_size(32).blur_sigma) == (2, 0.5)
+        assert (config.at_size(224).jitter, config.at_size(224).blur_sigma) == (14, 3.5)
+    assert default_config("suppress", jitter=3).at_size(224).jitter == 3  # pixels stay pixels

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -299,23 +300,19 @@ class Network:
         return self._finish_order
 
     def default_layers(self) -> list[str]:
-        """Layers collected when none are named, shallow to deep.
+        """Layers collected when none are named: each stage's output, shallow to deep.
 
-        VGG-shaped nets: the last conv of each of the last three conv blocks and
-        every fc layer (VGG16: conv3_3, conv4_3, conv5_3, fc6, fc7, fc8; the
-        digits net: conv3_2, conv4_1, conv5_1, fc6, fc7, fc8) -- mid-level to
-        logits, the layers synthesis needs priors on. Other nets: the last
-        three top-level children that hold parameters (ResNet: layer3, layer4, fc).
+        VGG-shaped nets: every pooling stage and every fc layer (VGG16: pool1 ..
+        pool5, fc6, fc7, fc8). Other nets: the last module at each spatial
+        resolution a forward pass goes through (a stage ends where the resolution
+        drops; ResNet: layer1 .. layer4), the last spatial map, its global pooling
+        (the code ``code-prior`` optimizes: ResNet's avgpool), then the module
+        that computes the output (the logits). Priors on every stage constrain the image from edges
+        to objects; three deep layers left real-network samples as textures.
         """
         if self.aliases:
-            convs = [a for a in self.aliases if a.startswith("conv")]
-            last_in_block: dict[str, str] = {}
-            for alias in convs:
-                last_in_block[alias.split("_")[0]] = alias
-            fcs = [a for a in self.aliases if a.startswith("fc")]
-            return list(last_in_block.values())[-3:] + fcs
-        children = [n for n, m in self.module.named_children() if any(True for _ in m.parameters())]
-        return children[-3:]
+            return [a for a in self.aliases if a.startswith(("pool", "fc"))]
+        return _stage_outputs(self.module, self.preprocessing.crop, self.device)
 
     def output_shape(self, layer: str) -> tuple[int, ...]:
         """Shape of one image's activation at ``layer`` (no batch axis)."""
@@ -365,6 +362,66 @@ class Network:
         if label is None and self.categories and len(self.categories) == n_units:
             label = self.categories[index]
         return ResolvedNeuron(spec.layer, module, index, spec.yx, label)
+
+
+def _stage_outputs(module: nn.Module, size: int, device: torch.device) -> list[str]:
+    """The last block at each resolution, the last spatial map, its pooling, the output's module.
+
+    A block is an element of a ``Sequential`` or ``ModuleList`` (ResNet's
+    ``layer3.1``, EfficientNet's ``_blocks.7``). Modules called more than once per
+    forward pass (a shared activation) are skipped: a hook on them sees several
+    tensors. A tensor that nested modules share is named by the outermost
+    (``layer4``, not ``layer4.1``), except the network's output, named by the
+    module that computes it (``fc``).
+    """
+    blocks = {
+        f"{name}.{child}" if name else child
+        for name, m in module.named_modules()
+        if isinstance(m, (nn.Sequential, nn.ModuleList))
+        for child, _ in m.named_children()
+    }
+    calls: list[tuple[str, torch.Tensor]] = []
+    counts: dict[str, int] = {}
+
+    def hook(name: str):
+        def record(_m: nn.Module, _i: Any, out: Any) -> None:
+            counts[name] = counts.get(name, 0) + 1
+            if isinstance(out, torch.Tensor):
+                calls.append((name, out))
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in module.named_modules() if n]
+    try:
+        with torch.inference_mode():
+            output = module(torch.zeros(1, 3, size, size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    calls = [(n, t) for n, t in calls if counts[n] == 1]
+    named: dict[int, str] = {}
+    for name, t in calls:  # children complete before their parents
+        first = named.get(id(t))
+        if first is None or (first.startswith(name + ".") and t is not output):
+            named[id(t)] = name  # an identity later in the graph does not rename it
+    spatial = [(n, t) for n, t in calls if t.ndim == 4 and min(t.shape[2:]) > 1]
+    stages: dict[tuple[int, ...], str] = {}
+    for name, t in spatial:
+        if name in blocks:
+            stages.pop(tuple(t.shape[2:]), None)  # re-insert: the last block stays last
+            stages[tuple(t.shape[2:])] = named[id(t)]
+    names = list(stages.values())
+    if spatial:
+        names.append(named[id(spatial[-1][1])])
+        pooled = [  # the head's input: one value per channel (global pooling)
+            n
+            for n, t in calls[calls.index(spatial[-1]) + 1 :]
+            if t is not output and t.ndim >= 2 and math.prod(t.shape[2:]) == 1
+        ]
+        names += pooled[-1:]
+    if id(output) in named:
+        names.append(named[id(output)])
+    return list(dict.fromkeys(names))
 
 
 class _StopForwardError(Exception):

@@ -36,8 +36,9 @@ class AncestralConfig(RenderConfig):
 
     l2_weight: float = 1e-3
     tv_weight: float = 0.5
-    jitter: int = 2
+    jitter: float = 1 / 16
     blur_every: int = 4
+    blur_sigma: float = 1 / 64
     target_weight: float = 0.1
     layers: tuple[str, ...] | None = None
     quantile: float = 0.95

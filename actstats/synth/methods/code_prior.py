@@ -18,6 +18,7 @@ unreduced fc layer below the target (DGN-AM used fc6).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,7 @@ class CodePriorConfig(RenderConfig):
 
     l2_weight: float = 1e-3
     tv_weight: float = 0.5
-    jitter: int = 1
+    jitter: float = 1 / 32
     layers: tuple[str, ...] | None = None
 
 
@@ -82,9 +83,15 @@ def choose_code_layer(
         layer = layers[-1]
         candidates = [layer] if layer in stats.layers else []
     else:
-        candidates = [ly for ly in stats.layers if len(network.output_shape(ly)) == 1]
-    candidates = [
-        ly for ly in candidates if depth(ly) < top and stats.reductions.get(ly, "full") == "full"
+        candidates = [ly for ly in stats.layers if math.prod(network.output_shape(ly)[1:]) == 1]
+    candidates = [  # one stored value per unit: an fc layer, or a globally pooled map
+        ly
+        for ly in candidates
+        if depth(ly) < top
+        and (
+            stats.reductions.get(ly, "full") == "full"
+            or math.prod(network.output_shape(ly)[1:]) == 1
+        )
     ]
     if not candidates:
         raise ActstatsError(

@@ -105,4 +105,5 @@ def synthesize(
         raise ActstatsError(
             f"--method {method}: config is a {type(config).__name__}, not a {entry.config.__name__}"
         )
+    config = config.at_size(network.preprocessing.crop)
     return entry.run(network, jobs, config=config, seed=seed, progress=progress)

@@ -45,8 +45,9 @@ class SuppressConfig(RenderConfig):
 
     l2_weight: float = 1e-2
     tv_weight: float = 0.5
-    jitter: int = 2
+    jitter: float = 1 / 16
     blur_every: int = 4
+    blur_sigma: float = 1 / 64
     init: str = "noise"
     init_std: float = 0.5
     layers: tuple[str, ...] | None = None
