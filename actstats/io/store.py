@@ -52,6 +52,8 @@ from actstats.io.paths import is_local, local_path
 from actstats.resources import schema_path
 
 __all__ = [
+    "ACTS_CODECS",
+    "DEFAULT_ACTS_CODEC",
     "STORE_VERSION",
     "ActivationStore",
     "create_store",
@@ -72,6 +74,16 @@ _SCHEMA = schema_path("store-attrs.schema.json")
 _TARGET_CHUNK_BYTES = 32 * 2**20
 #: Attribute a store carries while its arrays are being allocated.
 _CREATING = "actstats_creating"
+
+#: Compressors of the ``acts/<layer>`` arrays by name (``benchmarks/fit.py`` measures
+#: their size and read speed on activation-like rows).
+ACTS_CODECS: dict[str, Any] = {
+    "none": None,
+    "lz4": zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "zstd": zarr.codecs.ZstdCodec(level=0),
+}
+#: The codec ``collect`` writes activations with.
+DEFAULT_ACTS_CODEC = "zstd"
 
 
 def default_chunk_size(batch_size: int, row_bytes: int) -> int:
@@ -238,13 +250,15 @@ def create_store(
     labels: np.ndarray,
     *,
     overwrite: bool = False,
+    acts_codec: str = DEFAULT_ACTS_CODEC,
 ) -> ActivationStore:
     """Allocate every array (metadata only) and write the file list.
 
     ``attrs`` is the ``actstats`` metadata with ``complete`` false; it names the
     layers with their ``dim``, the ``chunk_size`` and the ``dtype``. An empty
     folder or an interrupted creation at ``path`` is replaced; an actstats
-    store only with ``overwrite``; anything else never.
+    store only with ``overwrite``; anything else never. ``acts_codec`` names the
+    activations' compressor (a key of :data:`ACTS_CODECS`).
     """
     path = os.fspath(path)
     validate_attrs(attrs, f"store {path}")
@@ -261,7 +275,7 @@ def create_store(
     n, chunk = int(attrs["n_images"]), int(attrs["chunk_size"])
     group = zarr.open_group(path, mode="w")
     group.attrs[_CREATING] = {"version": STORE_VERSION}
-    _allocate(group, attrs, paths, labels, n, chunk)
+    _allocate(group, attrs, paths, labels, n, chunk, acts_codec)
     group.attrs.put({"actstats": attrs})  # replaces the creating mark: the store is usable
     return ActivationStore(path, group, attrs)
 
@@ -273,6 +287,7 @@ def _allocate(
     labels: np.ndarray,
     n: int,
     chunk: int,
+    acts_codec: str,
 ) -> None:
     n_chunks = -(-n // chunk)
     images = group.create_group("images")
@@ -322,6 +337,7 @@ def _allocate(
             chunks=(chunk, layer["dim"]),
             dtype=attrs["dtype"],
             fill_value=float("nan"),
+            compressors=ACTS_CODECS[acts_codec],
             dimension_names=["image", f"{layer['name']}_unit"],
         )
 

@@ -1,10 +1,12 @@
 """Fit per-class, per-layer statistics from an activation store (``actstats fit``).
 
-Two streaming passes over the store's row chunks, each a ``dask.delayed`` task per
-chunk whose partial results are merged per class by a tree reduce:
+Two streaming passes over the store's rows, each a ``dask.delayed`` task per span of
+whole store chunks (about :data:`TASK_BYTES` of the widest layer) whose partial
+results are merged per class by a tree reduce:
 
-1. moments (float64, Chan et al. pairwise merge) per class and layer ->
-   Gaussian layer models and PCA bases;
+1. moments (float64, a fused in-place block kernel, Chan et al. merges) per class and
+   layer -> Gaussian layer models and PCA bases; ``__all__`` merges the classes'
+   moments (no row is accumulated twice);
 2. per-unit histograms (quantiles), streamed moments of adjacent layers' reduced
    coordinates (joint models), held-out log-likelihoods, and, with ``mixture``,
    the reduced rows the mixtures are fitted to.
@@ -60,12 +62,12 @@ from actstats.pipeline.fit_tasks import (
     pick,
 )
 from actstats.pipeline.schedule import Progress, check_reachable, compute_options
-from actstats.stats.gaussian import parse_cov_spec
+from actstats.stats.gaussian import Moments, parse_cov_spec
 from actstats.stats.mixture import parse_mixture_spec
 from actstats.stats.modelset import ALL_CLASSES, ModelSet
 from actstats.version import __version__
 
-__all__ = ["DegenerateClassWarning", "FitResult", "fit_store"]
+__all__ = ["TASK_BYTES", "DegenerateClassWarning", "FitResult", "fit_store", "store_moments"]
 
 
 class DegenerateClassWarning(UserWarning):
@@ -115,7 +117,7 @@ def _make_plan(
             raise ActstatsError(
                 f"class(es) {', '.join(unknown)} not in the store; see attrs class_names"
             )
-    labels, ok_all, chunk = st.labels(), st.ok(), st.chunk_size
+    labels, ok_all, chunk = st.labels(), st.ok(), _task_rows(st, layers)
     wanted = set(classes or names)
     rng = np.random.default_rng(seed)
     is_hold = np.zeros(len(labels), dtype=bool)
@@ -148,6 +150,19 @@ def _make_plan(
         train.append(tr)
         hold.append(ho)
     return _Plan(list(layers), [*groups, ALL_CLASSES], chunks, train, hold)
+
+
+#: Bytes of one layer's rows (in the store dtype) that one task reads at a time: big
+#: enough that opening the store and merging results cost little next to the reads and
+#: the Gram matrices, small enough that a task's float64 copy stays well under 100 MB.
+TASK_BYTES = 32 * 2**20
+
+
+def _task_rows(st: ActivationStore, layers: Sequence[str]) -> int:
+    """Rows per task: whole store chunks, about :data:`TASK_BYTES` of the widest layer."""
+    dims = [int(e["dim"]) for e in st.attrs["layers"] if e["name"] in layers]
+    row_bytes = max(dims) * np.dtype(st.attrs["dtype"]).itemsize
+    return st.chunk_size * max(1, TASK_BYTES // (row_bytes * st.chunk_size))
 
 
 # -------------------------------------------------------------------------------- driver
@@ -301,19 +316,11 @@ def _graph(
     tasks that need it (never copied into every task).
     """
     cov, seed = options["cov"], options["seed"]
-    parts = [
-        dask.delayed(chunk_moments)(store, plan.layers, span, rows, diag_only)
-        for span, rows in zip(plan.chunks, plan.train, strict=True)
-    ]
-    stage1 = {}
-    for g in plan.groups:
-        mine = [dask.delayed(pick)(p, g) for p, r in zip(parts, plan.train, strict=True) if g in r]
-        stage1[g] = dask.delayed(finish_stage1)(
-            merge_tree(mine, merge_layer_moments),
-            cov,
-            options["basis_dim"],
-            options["full_max_dim"],
-        )
+    merged = _pass1(plan, store, diag_only)
+    stage1 = {
+        g: dask.delayed(finish_stage1)(m, cov, options["basis_dim"], options["full_max_dim"])
+        for g, m in merged.items()
+    }
     parts2 = [
         dask.delayed(chunk_pass2)(
             store, plan.layers, span, tr, ho, {g: stage1[g] for g in tr}, mixture != 0
@@ -327,6 +334,42 @@ def _graph(
             g, plan.layers, stage1[g], merge_tree(mine, merge_pass2), mixture, seed
         )
     return finals
+
+
+def _pass1(plan: _Plan, store: str, diag_only: bool) -> dict[str, Any]:
+    """Pass 1 as graph nodes: ``{class: delayed {layer: Moments}}``.
+
+    Tasks accumulate the classes only; ``__all__`` merges the classes' moments, so no
+    row's Gram matrix is computed twice.
+    """
+    classes = [g for g in plan.groups if g != ALL_CLASSES]
+    parts = [
+        dask.delayed(chunk_moments)(
+            store, plan.layers, span, {g: r for g, r in rows.items() if g != ALL_CLASSES}, diag_only
+        )
+        for span, rows in zip(plan.chunks, plan.train, strict=True)
+    ]
+    merged = {}
+    for g in classes:
+        mine = [dask.delayed(pick)(p, g) for p, r in zip(parts, plan.train, strict=True) if g in r]
+        merged[g] = merge_tree(mine, merge_layer_moments)
+    merged[ALL_CLASSES] = merge_tree([merged[g] for g in classes], merge_layer_moments)
+    return merged
+
+
+def store_moments(
+    store: str | os.PathLike, *, layers: Sequence[str] | None = None, scheduler: str | None = None
+) -> dict[str, dict[str, Moments]]:
+    """Pass 1 alone: float64 moments of every class (and ``__all__``) and layer of a store.
+
+    The same tasks as :func:`fit_store`'s first pass, with no held-out rows; what
+    ``benchmarks/fit.py`` times against ``np.cov``.
+    """
+    st = open_store(store)
+    plan = _make_plan(st, None, layers, 0.0, 0)
+    with compute_options(scheduler, None) as sched:
+        (merged,) = dask.compute(_pass1(plan, resolve_location(st.path), False), **sched)
+    return merged
 
 
 def _output_path(output: str | os.PathLike | None) -> Path | str:

@@ -23,6 +23,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from actstats.io.store import open_store
+from actstats.stats.accumulate import MomentAccumulator
 from actstats.stats.chain import fit_joint_gaussian, fit_joint_mixture
 from actstats.stats.gaussian import (
     GaussianLayerModel,
@@ -48,6 +49,7 @@ __all__ = [
     "merge_pass2",
     "merge_tree",
     "pick",
+    "take_rows",
 ]
 
 #: Quantile levels stored per unit and class (``quantiles_`` rows).
@@ -78,14 +80,28 @@ def chunk_moments(
     rows: dict[str, np.ndarray],
     diag_only: bool,
 ) -> dict[str, dict[str, Moments]]:
-    """Pass 1 on rows ``span`` of the store: ``{class: {layer: Moments}}``."""
+    """Pass 1 on rows ``span`` of the store: ``{class: {layer: Moments}}``.
+
+    The store is opened once and each layer's rows read once; every class's rows go
+    through one fused accumulator (:class:`~actstats.stats.accumulate.MomentAccumulator`).
+    """
     store = open_store(store_path)
     out: dict[str, dict[str, Moments]] = {g: {} for g in rows}
     for layer in layers:
         X = np.asarray(store.acts(layer)[slice(*span)])
         for g, r in rows.items():
-            out[g][layer] = moments_from_array(X[r], diag_only=diag_only)
+            acc = MomentAccumulator(X.shape[1], diag_only=diag_only)
+            acc.add(take_rows(X, r))
+            out[g][layer] = acc.moments()
     return out
+
+
+def take_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``X[rows]``, as a view when ``rows`` is one contiguous run (the usual case: the
+    store is sorted by class)."""
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        return X[rows[0] : rows[-1] + 1]
+    return X[rows]
 
 
 @dataclass
@@ -132,11 +148,12 @@ def chunk_pass2(
         X = np.asarray(store.acts(layer)[slice(*span)], dtype=np.float64)
         for g, r in train.items():
             s1, res = stage1[g], out[g]
-            res.hist[layer] = histogram(X[r], *s1.vrange[layer])
+            Xg = take_rows(X, r)
+            res.hist[layer] = histogram(Xg, *s1.vrange[layer])
             bm, B = s1.bases[layer]
-            z[g][layer] = (X[r] - bm) @ B
+            z[g][layer] = (Xg - bm) @ B
             h = hold[g]
-            ll = s1.gaussians[layer].score_samples(X[h]).sum() if len(h) else 0.0
+            ll = s1.gaussians[layer].score_samples(take_rows(X, h)).sum() if len(h) else 0.0
             res.holdout[layer] = (float(ll), len(h))
     for g, res in out.items():
         for a, b in itertools.pairwise(layers):

@@ -1,0 +1,45 @@
+"""The fused moment kernel equals numpy on the same rows, however they are blocked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import actstats.stats.accumulate as accumulate
+from actstats.stats.accumulate import MomentAccumulator
+from actstats.stats.gaussian import ledoit_wolf_shrinkage_from_moments
+
+
+@pytest.mark.parametrize("diag_only", [False, True])
+@pytest.mark.parametrize("split", [1, 7, 300])
+def test_accumulator_equals_numpy(monkeypatch, diag_only, split):
+    monkeypatch.setattr(accumulate, "BLOCK_BYTES", 8 * 5 * 64)  # 256-row blocks inside add
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((1000, 5)) @ rng.standard_normal((5, 5)) * 3 + 100).astype(np.float32)
+    acc = MomentAccumulator(5, diag_only=diag_only)
+    for part in np.array_split(X, split):
+        acc.add(part)
+    m = acc.moments()
+    X64 = X.astype(np.float64)
+    E = X64 - X64.mean(0)
+    assert m.n == 1000
+    np.testing.assert_allclose(m.mean, X64.mean(0), rtol=1e-13)
+    np.testing.assert_array_equal(m.vmin, X.min(0))
+    np.testing.assert_array_equal(m.vmax, X.max(0))
+    if diag_only:
+        np.testing.assert_allclose(m.m2, (E * E).sum(0), rtol=1e-11)
+        return
+    np.testing.assert_allclose(m.covariance(ddof=1), np.cov(X64, rowvar=False), rtol=1e-11)
+    sq = (E * E).sum(1)
+    np.testing.assert_allclose(m.t3, sq @ E, rtol=1e-9, atol=1e-9 * np.abs(sq @ E).max())
+    np.testing.assert_allclose(m.q4, sq @ sq, rtol=1e-11)
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    assert ledoit_wolf_shrinkage_from_moments(m) == pytest.approx(
+        ledoit_wolf_shrinkage(X64, assume_centered=False), rel=1e-9
+    )
+
+
+def test_accumulator_rejects_wrong_width():
+    with pytest.raises(ValueError, match="3 columns"):
+        MomentAccumulator(3).add(np.zeros((2, 4)))
