@@ -85,7 +85,8 @@ ACTS_CODECS: dict[str, Any] = {
 #: The codec ``collect`` writes activations with. Measured on 2 loaded CPUs
 #: (``benchmarks/results/fit-2cpu-shared-loaded*.md``, dense rectified float32 rows):
 #: none / lz4 / zstd store 1.00 / 0.89 / 0.81 of the raw bytes and read in 0.10 / 0.14 /
-#: 0.65 s (50k x 256); zstd's extra 8 % of space costs 4-5x lz4's read time.
+#: 0.65 s (50k x 256; 0.9 / 1.7 / 2.8 s at 100k): zstd's extra 8 % of space costs
+#: 1.6-4.7x lz4's read time (2x its CPU time).
 DEFAULT_ACTS_CODEC = "lz4"
 
 
