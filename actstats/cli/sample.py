@@ -45,6 +45,9 @@ def sample(
     ),
     old_model: str | None = OLD_MODEL,
     weights: str | None = typer.Option(None, help="Weights [default: the model file's]."),
+    generator: Path | None = typer.Option(
+        None, help="Generator folder from `actstats train-generator` (--method generator)."
+    ),
 ) -> None:
     """Synthesize images for neurons using the fitted statistics of real activations."""
     with loss_bar(method) as progress:
@@ -64,6 +67,7 @@ def sample(
             prior_weight=prior_weight,
             layers=split_list(layers),
             progress=progress,
+            generator=generator,
         )
     for folder in folders:
         console.print(f"wrote {folder}")
