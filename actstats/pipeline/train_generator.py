@@ -70,11 +70,10 @@ def store_network(store: ActivationStore, device: str = "auto") -> Network:
 
 def code_statistics(store: ActivationStore, layer: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-unit mean and standard deviation (float64) of ``layer`` over the store's usable rows."""
-    acts, ok = store.acts(layer), store.group["images/ok"]
-    chunk = int(store.attrs["chunk_size"])
+    acts, ok, chunk = store.acts(layer), store.ok(), store.chunk_size
     total = None
     for start in range(0, acts.shape[0], chunk):
-        rows = np.asarray(acts[start : start + chunk])[np.asarray(ok[start : start + chunk])]
+        rows = np.asarray(acts[start : start + chunk])[ok[start : start + chunk]]
         part = moments_from_array(rows, diag_only=True)
         total = part if total is None else merge_moments(total, part)
     if total is None or total.n == 0:
@@ -95,7 +94,7 @@ class _StoreBatches:
     """``batch(rows)``: the store's codes and the decoded, preprocessed images of those rows."""
 
     def __init__(self, store: ActivationStore, layer: str, root: Path, pre: Preprocessing):
-        self.rows = np.flatnonzero(np.asarray(store.group["images/ok"][:]))
+        self.rows = np.flatnonzero(store.ok())
         self.paths = np.asarray(store.group["images/path"][:])
         self.acts, self.root, self.pre = store.acts(layer), root, pre
 
