@@ -69,5 +69,6 @@ def train_generator(
     console.print(
         f"wrote {trained.path}: {trained.epochs} epochs on {trained.n_images} images in "
         f"{trained.seconds:.0f} s{resumed}; final loss "
-        + ", ".join(f"{k} {v:.4g}" for k, v in last.items())
+        + ", ".join(f"{k} {v:.4g}" for k, v in last.items()),
+        soft_wrap=True,
     )

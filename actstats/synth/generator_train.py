@@ -200,7 +200,7 @@ class GeneratorTrainer:
                     if not key.startswith("_"):
                         sums[key] = sums.get(key, 0.0) + len(rows) * float(value.detach())
                 if progress is not None:
-                    progress(self.epoch * per_epoch + b + 1, total, float(terms["total"]))
+                    progress(self.epoch * per_epoch + b + 1, total, float(terms["total"].detach()))
             self.epoch += 1
             self.seconds += time.perf_counter() - start
             self.history.append({k: v / self.n for k, v in sums.items()})
