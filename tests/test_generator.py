@@ -280,3 +280,33 @@ def test_cli_train_generator_then_sample(models_dir: Path, trained, tmp_path: Pa
     assert done.exit_code == 0, done.output
     record = json.loads((tmp_path / "s" / "fc8_7" / "samples.json").read_text())
     assert record["method"] == "generator" and len(record["samples"]) == 2
+
+
+def test_cli_train_generator_passes_its_options_to_one_library_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import actstats.cli.train_generator as cli_module
+    from actstats.pipeline.train_generator import TrainedGenerator
+
+    calls: dict = {}
+
+    def fake(*args, **kwargs):
+        calls.update(kwargs, args=args)
+        return TrainedGenerator(tmp_path / "g", 3, [{"total": 0.5}], 1.0, 10, 2)
+
+    monkeypatch.setattr(cli_module, "run_train_generator", fake)
+    result = CliRunner().invoke(
+        app,
+        ["train-generator", "s.zarr", "--layer", "fc6", "-o", str(tmp_path / "g"),
+         "--epochs", "3", "--feature-layers", "conv3_2,fc6", "--adversarial-weight", "0.5",
+         "--seed", "4", "--overwrite"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert calls["args"] == (Path("s.zarr"), "fc6", tmp_path / "g") and calls["overwrite"]
+    config = calls["config"]
+    assert config.layer == "fc6" and config.epochs == 3 and config.seed == 4
+    assert config.feature_layers == ("conv3_2", "fc6") and config.adversarial_weight == 0.5
+    assert "resumed after epoch 2" in result.output
+    bad = CliRunner().invoke(app, ["train-generator", "s.zarr", "--layer", "fc6", "-o", "g",
+                                   "--pixel-weight", "0", "--feature-weight", "0"])  # fmt: skip
+    assert bad.exit_code == 1 and "pixel or feature weight > 0" in bad.output
