@@ -13,20 +13,32 @@ go through the demo's real path (collect -> fit -> sample) and are measured by
 * judge agreement and diversity are reported without a goal, beside the real
   images measured the same way (``real``: n random fitting-half images).
 
+The ``generator`` rows (reported without a goal) are DGN-AM: a decoder trained
+on the run's store (fc6 -> pixels, ``--generator-epochs``) and the code clipped
+to ``[0, mean + 3 std]``; ``generator+nll`` adds the class model's NLL of the
+code (``prior_weight`` 1). The ``memorization`` column is
+:func:`actstats.eval.metrics.memorization` (1 = no nearer the fitting half than the
+held-out half; the ``real`` row, fitting-half images, is 0 by construction), and
+``realism-<label>-neighbours.png`` shows generator samples beside their nearest
+fitting-half and held-out digits. The generator's training time is reported
+as minutes per 1k images (one pass), with the load average it ran under.
+
 Ablation, reported without a goal: ``simonyan+reg`` is the ``suppress`` recipe
 (its noise init, jitter, TV, L2, blur every 4 steps, steps) with the statistics
 switched off (``prior_weight`` 0, ``suppress_weight`` 0). ``simonyan`` ->
 ``simonyan+reg`` is what the regularizers give; ``simonyan+reg`` -> ``suppress``
 is what the statistics give. One line per statistics method compares them.
 
-Usage: ``python benchmarks/realism.py [--label NAME] [--n 8] [--cache DIR]``.
-Writes ``benchmarks/results/realism-<label>.json``, ``.md`` and ``-grid.png``.
+Usage: ``python benchmarks/realism.py [--label NAME] [--n 8] [--cache DIR]
+[--generator-epochs 10]``. Writes ``benchmarks/results/realism-<label>.json``,
+``.md``, ``-grid.png`` and ``-neighbours.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -47,7 +59,9 @@ GRID_CLASSES = ("zero", "two", "four", "seven", "eight")
 #: The suppress recipe without its statistics: what the regularizers alone give.
 ABLATION = "simonyan+reg"
 ABLATION_VARIANT = (ABLATION, "suppress", (("prior_weight", 0.0), ("suppress_weight", 0.0)))
-GRID_METHODS = ("simonyan", ABLATION, *STATS_METHODS)
+#: DGN-AM with the class model's NLL on the code.
+GENERATOR_NLL_VARIANT = ("generator+nll", "generator", (("prior_weight", 1.0),))
+GRID_METHODS = ("simonyan", ABLATION, *STATS_METHODS, "generator", "generator+nll")
 
 
 def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -115,6 +129,7 @@ def table(summary: dict[str, Any]) -> str:
         "ΔNLL nats/px",
         "diversity px",
         "diversity judge",
+        "memorization",
         *(f"FD {ly}" for ly in net_layers),
         *(f"FD judge {ly}" for ly in judge_layers),
     ]
@@ -129,6 +144,7 @@ def table(summary: dict[str, Any]) -> str:
             s["pixel_nll_excess"],
             s["diversity_pixels"],
             s["diversity_judge"],
+            s["memorization_ratio"],
             *(s["frechet_net"][ly] for ly in net_layers),
             *(s["frechet_judge"][ly] for ly in judge_layers),
         ]
@@ -174,6 +190,55 @@ def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int 
     return path
 
 
+def _load(folder: Path, pattern: str = "*.png") -> list[np.ndarray]:
+    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob(pattern))]
+
+
+def neighbour_grid(
+    run: Path, run_meta: dict[str, Any], measured: dict[str, Any], path: Path, scale: int = 3
+) -> Path:
+    """Per class, generator samples with their nearest fitting-half and held-out digits.
+
+    Each triple is sample | nearest fitting-half digit | nearest held-out digit, in the
+    judge's features (the neighbours :func:`actstats.eval.metrics.memorization` found).
+    """
+    fit_root, hold_root = run / run_meta["real_root"], run / run_meta["holdout_root"]
+    rows = []
+    for cls in GRID_CLASSES:
+        m = measured["classes"][cls]["generator"]
+        samples = _load(
+            run / "samples" / "generator" / f"fc8_{DIGIT_NAMES.index(cls)}", "sample_*.png"
+        )
+        fit, hold = _load(fit_root / cls), _load(hold_root / cls)
+        row = []
+        for i, img in enumerate(samples[:4]):
+            gap = np.full((32, 6, 3), 255, np.uint8)
+            row += [img, fit[m["nearest_fit"][i]], hold[m["nearest_holdout"][i]], gap]
+        rows.append(np.concatenate(row, axis=1))
+    canvas = np.concatenate(
+        [np.pad(r, ((2, 2), (0, 0), (0, 0)), constant_values=255) for r in rows]
+    )
+    Image.fromarray(canvas).resize(
+        (canvas.shape[1] * scale, canvas.shape[0] * scale), Image.Resampling.NEAREST
+    ).save(path)
+    return path
+
+
+def generator_cost(run: Path) -> dict[str, Any]:
+    """Training time of the run's generator: minutes per 1k images (one pass) and the total."""
+    manifest = json.loads((run / "generator" / "manifest.json").read_text())
+    epochs = len(manifest["history"])
+    passes = epochs * manifest["n_images"] / 1000.0
+    return {
+        "epochs": epochs,
+        "n_images": manifest["n_images"],
+        "seconds": manifest["seconds"],
+        "minutes_per_1k_images": manifest["seconds"] / 60.0 / passes,
+        "training": manifest["training"],
+        "history_first_last": [manifest["history"][0], manifest["history"][-1]],
+    }
+
+
 def _verdict(met: bool | None) -> str:
     return "REPORT" if met is None else "MET" if met else "NOT MET"
 
@@ -186,26 +251,45 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=None, help="demo cache (default: the demo's)")
     parser.add_argument("--out", default=None, help="run folder (default: a temporary one)")
+    parser.add_argument("--generator-epochs", type=int, default=10)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure the finished run in --out again instead of running the demo "
+        "(its wall time is then not known: reported as null)",
+    )
     args = parser.parse_args()
+    if args.reuse and not args.out:
+        parser.error("--reuse needs --out RUN")
     console = Console()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(args.out or tmp)
         start = time.perf_counter()
-        run_demo(
-            run,
-            cache=args.cache,
-            config=DemoConfig(
-                n=args.n, seed=args.seed, variants=(ABLATION_VARIANT,), explain=False
-            ),
-            reporter=RichReporter(progress=False),
-        )
-        seconds = time.perf_counter() - start
+        load_before = os.getloadavg()
+        if not args.reuse:
+            run_demo(
+                run,
+                cache=args.cache,
+                config=DemoConfig(
+                    n=args.n,
+                    seed=args.seed,
+                    variants=(ABLATION_VARIANT, GENERATOR_NLL_VARIANT),
+                    explain=False,
+                    generator_epochs=args.generator_epochs,
+                ),
+                reporter=RichReporter(progress=False),
+            )
+        seconds = None if args.reuse else time.perf_counter() - start
         measured = json.loads((run / "realism.json").read_text())
         run_meta = json.loads((run / "run.json").read_text())
         grid = picture_grid(
             run, run / run_meta["real_root"], RESULTS / f"realism-{args.label}-grid.png"
         )
+        neighbours = neighbour_grid(
+            run, run_meta, measured, RESULTS / f"realism-{args.label}-neighbours.png"
+        )
+        cost = generator_cost(run) | {"load_average_before": load_before, "after": os.getloadavg()}
     summary = measured["summary"]
     checked = goals(summary)
     md = table(summary)
@@ -224,13 +308,23 @@ def main() -> None:
         "per_class": measured["classes"],
         "definitions": measured["definitions"],
         "grid": grid.name,
+        "neighbours": neighbours.name,
+        "generator_training": cost,
     }
     (RESULTS / f"realism-{args.label}.json").write_text(json.dumps(result, indent=1))
     (RESULTS / f"realism-{args.label}.md").write_text(
         f"# Realism benchmark ({args.label})\n\n{len(measured['classes'])} digit classes, "
-        f"{args.n} samples per class and method, seed {args.seed}, {seconds:.0f} s "
-        f"(whole demo path).\n\n{md}\n\n## Goals\n\n{goal_md}\n\n"
-        f"![real | {' | '.join(GRID_METHODS)}]({grid.name})\n\n## Definitions\n\n"
+        f"{args.n} samples per class and method, seed {args.seed}, "
+        + (f"{seconds:.0f} s (whole demo path)" if seconds is not None else "run measured again")
+        + f".\n\n{md}\n\n## Goals\n\n{goal_md}\n\n"
+        f"![real | {' | '.join(GRID_METHODS)}]({grid.name})\n\n"
+        f"## Generator\n\nDecoder fc6 -> pixels trained {cost['epochs']} epochs on "
+        f"{cost['n_images']} images in {cost['seconds']:.0f} s: "
+        f"{cost['minutes_per_1k_images']:.2f} CPU minutes per 1k images per pass "
+        f"(1-min load average {cost['load_average_before'][0]:.1f} when this script started, "
+        f"on {os.cpu_count()} cores shared with other jobs).\n\n"
+        f"Generator samples | nearest fitting-half digit | nearest held-out digit "
+        f"(judge features):\n\n![neighbours]({neighbours.name})\n\n## Definitions\n\n"
         + "\n".join(f"- **{k}**: {v}" for k, v in measured["definitions"].items())
         + "\n"
     )

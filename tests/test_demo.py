@@ -48,6 +48,8 @@ def test_demo_quick_runs_end_to_end(
     for method in quick.methods:
         assert html.count(f'data-method="{method}"') == len(quick.classes)
     assert html.count('class="row real"') == len(quick.classes)
+    # generator samples with their nearest fitted and held-out digits (memorization check)
+    assert html.count('data-neighbours-of="generator"') == len(quick.classes)
     measured = json.loads((out / "realism.json").read_text())
     assert set(measured["classes"]) == set(quick.classes)
     assert set(measured["summary"]) == {*quick.methods, "real"}

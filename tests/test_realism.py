@@ -15,7 +15,7 @@ from sklearn.covariance import LedoitWolf
 from actstats.demo.digits import DIGITS_JUDGE_LAYERS, DIGITS_NET_LAYERS
 from actstats.errors import ActstatsError
 from actstats.eval import realism
-from actstats.eval.metrics import frechet_distance_between
+from actstats.eval.metrics import frechet_distance_between, memorization
 from actstats.net.network import Network
 
 
@@ -98,6 +98,9 @@ def test_real_images_measure_as_real_and_noise_does_not(
     fake = realism.measure_images(noise, ref, digits_net, judge_net)
     assert real["target_probability"] > 0.9 and real["judge_agreement"] >= 0.75
     assert real["pixel_nll_ratio"] == pytest.approx(1.0, abs=0.1)
+    # the real row's images are fitting-half images: each is its own nearest neighbour
+    assert real["memorization_ratio"] == pytest.approx(0.0, abs=1e-9)
+    assert fake["memorization_ratio"] > 0.5
     assert fake["pixel_nll_ratio"] > 2.0 and fake["pixel_nll_excess"] > 1.0
     for key in ("frechet_net", "frechet_judge"):
         assert set(real[key]) == set(fake[key])
@@ -115,6 +118,7 @@ def test_summarize_averages_over_classes() -> None:
             "pixel_nll_excess": p,
             "diversity_pixels": 1.0,
             "diversity_judge": 1.0,
+            "memorization_ratio": p,
             "frechet_net": {"a": fd},
             "frechet_judge": {"b": 2 * fd},
         }
@@ -125,3 +129,40 @@ def test_summarize_averages_over_classes() -> None:
     assert summary["m"]["frechet_net"] == {"a": 2.0}
     assert summary["m"]["frechet_judge"] == {"b": 4.0}
     assert summary["m"]["classes"] == 2
+
+
+def _naive_memorization(X: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    out = []
+    for x in X:
+        da = min(float(np.sqrt(np.sum((x - a) ** 2))) for a in A)
+        db = min(float(np.sqrt(np.sum((x - b) ** 2))) for b in B)
+        out.append(da / db)
+    return np.asarray(out)
+
+
+def test_memorization_matches_brute_force_and_flags_copies() -> None:
+    rng = np.random.default_rng(0)
+    fitted, held_out = rng.normal(size=(30, 5)), rng.normal(size=(30, 5))
+    fresh = rng.normal(size=(200, 5))
+    memo = memorization(fresh, fitted, held_out)
+    np.testing.assert_allclose(memo.ratio, _naive_memorization(fresh, fitted, held_out))
+    np.testing.assert_allclose(
+        memo.distance_fit, np.linalg.norm(fresh - fitted[memo.nearest_fit], axis=1)
+    )
+    # new draws from the same distribution are as near one set as the other
+    assert np.median(memo.ratio) == pytest.approx(1.0, abs=0.25)
+    # copies of training images (plus a little noise) sit on their originals
+    copies = memorization(fitted[:10] + 1e-3, fitted, held_out)
+    assert np.all(copies.ratio < 0.05)
+    np.testing.assert_array_equal(copies.nearest_fit, np.arange(10))
+    # unequal sets are subsampled to the smaller size (seeded, deterministic)
+    larger = rng.normal(size=(90, 5))
+    big = memorization(fresh, larger, held_out, random_state=3)
+    again = memorization(fresh, larger, held_out, random_state=3)
+    np.testing.assert_array_equal(big.ratio, again.ratio)
+    assert len(np.unique(big.nearest_fit)) <= 30  # neighbours come from 30 kept rows
+    np.testing.assert_allclose(
+        big.distance_fit, np.linalg.norm(fresh - larger[big.nearest_fit], axis=1)
+    )
+    with pytest.raises(ActstatsError, match="one width"):
+        memorization(fresh, fitted[:, :3], held_out)

@@ -46,6 +46,9 @@ def sample(
     ),
     old_model: str | None = OLD_MODEL,
     weights: str | None = typer.Option(None, help="Weights [default: the model file's]."),
+    generator: Path | None = typer.Option(
+        None, help="Generator folder from `actstats train-generator` (--method generator)."
+    ),
 ) -> None:
     """Synthesize images for neurons using the fitted statistics of real activations."""
     check_options(n=n, seed=seed, steps=steps, lr=lr, prior_weight=prior_weight)
@@ -66,6 +69,7 @@ def sample(
             prior_weight=prior_weight,
             layers=split_list(layers),
             progress=progress,
+            generator=generator,
         )
     for folder in folders:
         console.print(f"wrote {folder}", markup=False)

@@ -43,6 +43,8 @@ from actstats.pipeline.collect import collect
 from actstats.pipeline.explain import run_dream, run_invert, run_localize, run_saliency
 from actstats.pipeline.fit import fit_store
 from actstats.pipeline.sample import run_sample
+from actstats.pipeline.train_generator import run_train_generator
+from actstats.synth.generator_train import GeneratorTrainingConfig
 from actstats.synth.methods import METHODS
 from actstats.synth.methods.dream import DreamConfig
 from actstats.synth.methods.invert import InvertConfig
@@ -50,6 +52,7 @@ from actstats.synth.render import Progress
 
 __all__ = [
     "DEMO_EXPLAIN_LAYER",
+    "DEMO_GENERATOR_LAYER",
     "DEMO_LAYERS",
     "DEMO_REDUCE",
     "QUIET",
@@ -78,6 +81,8 @@ DEMO_REDUCE = {
 }
 #: The conv layer the demo inverts and dreams at (stored, so the inversion has a prior).
 DEMO_EXPLAIN_LAYER = "conv3_2"
+#: The layer the ``generator`` method's decoder inverts (DGN-AM's fc6).
+DEMO_GENERATOR_LAYER = "fc6"
 NET_FACTORY = "actstats.demo.digits:digits_vgg"
 JUDGE_FACTORY = "actstats.demo.digits:digits_judge"
 _CACHE_VERSION = "demo-v1"
@@ -136,11 +141,17 @@ class DemoConfig:
     variants: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = ()
     #: Run the single-image tools (saliency, localization, inversion, dream) on held-out digits.
     explain: bool = True
+    #: Epochs of the ``generator`` method's decoder (trained on the run's store, fc6).
+    generator_epochs: int = 10
 
     @classmethod
     def quick(cls) -> DemoConfig:
         """Three classes, three samples, few steps: the smoke test of the whole path."""
-        return cls(classes=("zero", "one", "seven"), n=3, steps=40)
+        return cls(classes=("zero", "one", "seven"), n=3, steps=40, generator_epochs=2)
+
+    def needs_generator(self) -> bool:
+        """Whether a method or variant decodes with the trained generator."""
+        return "generator" in self.methods or any(v[1] == "generator" for v in self.variants)
 
 
 @dataclass(frozen=True)
@@ -375,11 +386,36 @@ def _sample_all(
                 progress=progress,
                 overrides=overrides,
                 label=label,
+                generator=out / "generator" if method == "generator" else None,
             )
         for folder in folders:
             meta, pixels = read_samples(folder)
             images[meta["class"]][label] = pixels
     return images
+
+
+def _train_generator(
+    out: Path, network: Network, config: DemoConfig, reporter: DemoReporter
+) -> None:
+    """``actstats train-generator`` on the run's store: the decoder ``--method generator`` uses."""
+    with reporter.steps("train-generator") as progress:
+        run_train_generator(
+            out / "acts.zarr",
+            DEMO_GENERATOR_LAYER,
+            out / "generator",
+            # a decoder sized for 32x32 digits (the defaults suit 224 px networks)
+            config=GeneratorTrainingConfig(
+                layer=DEMO_GENERATOR_LAYER,
+                epochs=config.generator_epochs,
+                batch_size=32,
+                width=16,
+                hidden=128,
+                seed=config.seed,
+            ),
+            network=network,
+            overwrite=True,
+            progress=progress,
+        )
 
 
 def run_demo(
@@ -403,7 +439,7 @@ def run_demo(
         raise ActstatsError(f"demo classes {unknown or '()'}: choose from {', '.join(DIGIT_NAMES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    total = 7 if config.explain else 6
+    total = 6 + int(config.explain) + int(config.needs_generator())
     started = time.perf_counter()
     cached = _assets_cached(cache)
     title = "digits and networks (cached)" if cached else "digits and networks (training once)"
@@ -422,17 +458,26 @@ def run_demo(
         )
     with reporter.stage(3, total, "fit class statistics"):
         fit_store(out / "acts.zarr", out / "models", overwrite=True, seed=config.seed)
+    stage = 4
+    if config.needs_generator():
+        with reporter.stage(
+            stage, total, f"train the generator ({DEMO_GENERATOR_LAYER} -> pixels)"
+        ):
+            _train_generator(out, network, config, reporter)
+        stage += 1
     methods = ", ".join(config.methods)
-    with reporter.stage(4, total, f"sample {len(config.classes)} classes x {methods}"):
+    with reporter.stage(stage, total, f"sample {len(config.classes)} classes x {methods}"):
         samples = _sample_all(out / "models", out, config, reporter)
-    with reporter.stage(5, total, "measure realism (judge network, held-out digits)"):
+    with reporter.stage(stage + 1, total, "measure realism (judge network, held-out digits)"):
         judge = load_network(JUDGE_FACTORY, str(assets.judge_weights), device="cpu")
         measured = measure_realism(
             network, judge, assets, samples, n_real=config.n, seed=config.seed
         )
         (out / "realism.json").write_text(json.dumps(measured, indent=1))
     if config.explain:
-        with reporter.stage(6, total, "saliency, localization, inversion, dream (2 digits)"):
+        with reporter.stage(
+            stage + 2, total, "saliency, localization, inversion, dream (2 digits)"
+        ):
             explain_digits(out / "models", assets, out, config, quick=quick)
     else:
         (out / "explain.json").unlink(missing_ok=True)

@@ -9,21 +9,26 @@
 * :func:`kernel_inception_distance` - unbiased polynomial-kernel MMD^2 between
   generated and real features (KID, Binkowski et al. 2018);
 * :func:`diversity` - mean pairwise distance of a batch in a feature layer;
-* :func:`judge_agreement` - how often another network agrees on the class.
+* :func:`judge_agreement` - how often another network agrees on the class;
+* :func:`memorization` - whether images lie nearer the images a model was fitted
+  on than held-out ones (nearest-neighbour distance ratio).
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.linalg
+import scipy.spatial.distance
 from scipy.special import softmax
 
 from actstats.errors import ActstatsError
 
 __all__ = [
+    "Memorization",
     "activation_statistics",
     "diversity",
     "frechet_distance",
@@ -31,6 +36,7 @@ __all__ = [
     "judge_agreement",
     "kernel_inception_distance",
     "layer_nll",
+    "memorization",
     "target_probability",
 ]
 
@@ -153,4 +159,59 @@ def kernel_inception_distance(X: np.ndarray, Y: np.ndarray, *, degree: int = 3) 
         (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
         + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
         - 2.0 * kxy.mean()
+    )
+
+
+@dataclass(frozen=True)
+class Memorization:
+    """Nearest neighbours of each image among the fitted-on and the held-out images.
+
+    ``ratio[i] = distance_fit[i] / distance_holdout[i]``; ``nearest_fit[i]`` and
+    ``nearest_holdout[i]`` index the rows of the sets as given (before subsampling).
+    """
+
+    ratio: np.ndarray
+    distance_fit: np.ndarray
+    distance_holdout: np.ndarray
+    nearest_fit: np.ndarray
+    nearest_holdout: np.ndarray
+
+
+def memorization(
+    features: np.ndarray,
+    fitted: np.ndarray,
+    held_out: np.ndarray,
+    *,
+    random_state: int = 0,
+) -> Memorization:
+    """Does each image (row of ``features``) lie nearer the images a model was fitted on?
+
+    ``fitted`` / ``held_out`` are features (n_fit, F) / (n_held, F) of the images
+    the statistics or generator saw and of images they never saw, in the same
+    space (e.g. a judge network's pooled features). The larger set is subsampled
+    (seeded) to the smaller's size, since a nearest neighbour in a bigger set is
+    nearer by chance alone. A method that copies its training images scores ~0;
+    images as new as held-out real ones score ~1.
+    """
+    X = np.asarray(features, dtype=np.float64)
+    A = np.asarray(fitted, dtype=np.float64)
+    B = np.asarray(held_out, dtype=np.float64)
+    if min(len(A), len(B)) < 1 or A.shape[1] != X.shape[1] or B.shape[1] != X.shape[1]:
+        raise ActstatsError(
+            f"memorization: need feature rows of one width, got {X.shape}, {A.shape}, {B.shape}"
+        )
+    rng = np.random.default_rng(random_state)
+    size = min(len(A), len(B))
+    keep_a = np.sort(rng.choice(len(A), size, replace=False))
+    keep_b = np.sort(rng.choice(len(B), size, replace=False))
+    da = scipy.spatial.distance.cdist(X, A[keep_a])
+    db = scipy.spatial.distance.cdist(X, B[keep_b])
+    ia, ib = da.argmin(1), db.argmin(1)
+    near_a, near_b = da[np.arange(len(X)), ia], db[np.arange(len(X)), ib]
+    return Memorization(
+        ratio=near_a / np.maximum(near_b, 1e-12),
+        distance_fit=near_a,
+        distance_holdout=near_b,
+        nearest_fit=keep_a[ia],
+        nearest_holdout=keep_b[ib],
     )

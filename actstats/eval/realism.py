@@ -19,7 +19,13 @@ PNG) and the real images of that class, :func:`measure_images` reports
   ``pixel_nll_excess`` (``(mean NLL(gen) - mean NLL(real)) / D``, nats per
   pixel value) is reported too: a difference of log densities is unit-free;
 * ``diversity_pixels`` / ``diversity_judge`` - mean pairwise Euclidean distance
-  of the images in pixels ([0, 1]) and in the judge's pooled features.
+  of the images in pixels ([0, 1]) and in the judge's pooled features;
+* ``memorization_ratio`` - per image, the distance to its nearest neighbour among
+  the images the statistics (or a generator) were fitted on divided by the
+  distance to its nearest held-out image, in the judge's pooled features,
+  averaged (:func:`actstats.eval.metrics.memorization`): about 1 for images no
+  closer to the training images than to unseen ones, 0 for copies of training
+  images, so a method cannot look realistic by reproducing what it was fitted on.
 
 Everything here is arrays in, numbers out; the callers read and write files.
 """
@@ -41,6 +47,7 @@ from actstats.eval.metrics import (
     diversity,
     frechet_distance,
     judge_agreement,
+    memorization,
     target_probability,
 )
 from actstats.net.network import Network
@@ -71,6 +78,9 @@ DEFINITIONS = {
     "pixel_nll_excess": "(mean NLL(generated) - mean NLL(real)) / pixel values, nats; unit-free",
     "diversity_pixels": "mean pairwise Euclidean distance of the images, pixels in [0, 1]",
     "diversity_judge": "mean pairwise Euclidean distance in the judge's pooled features",
+    "memorization_ratio": "mean over images of (distance to the nearest fitting-half image) / "
+    "(distance to the nearest held-out image) in the judge's pooled features, equal-size sets; "
+    "~1 = no closer to the training images than to unseen ones, 0 = copies of training images",
 }
 
 
@@ -182,7 +192,9 @@ class ClassReference:
 
     ``net``/``judge`` are the held-out images' statistics per layer (mean,
     covariance); ``pixels`` the Gaussian fitted on them; ``real_nll`` the mean
-    NLL of the class's other (fitting-half) images under it.
+    NLL of the class's other (fitting-half) images under it; ``judge_fit`` /
+    ``judge_holdout`` the judge's deepest pooled features of both halves (for
+    :func:`~actstats.eval.metrics.memorization`).
     """
 
     index: int
@@ -190,6 +202,8 @@ class ClassReference:
     judge: dict[str, tuple[np.ndarray, np.ndarray]]
     pixels: PixelGaussian
     real_nll: float
+    judge_fit: np.ndarray
+    judge_holdout: np.ndarray
 
 
 def build_reference(
@@ -219,6 +233,8 @@ def build_reference(
         judge={ly: activation_statistics(v) for ly, v in jud.items()},
         pixels=pixels,
         real_nll=float(np.mean(pixels.nll(fit_images))),
+        judge_fit=pooled_features(judge, fit_images, [judge_layers[-1]])[judge_layers[-1]],
+        judge_holdout=jud[judge_layers[-1]],
     )
 
 
@@ -238,6 +254,7 @@ def measure_images(
     jud = pooled_features(judge, images, judge_layers)
     nll = ref.pixels.nll(images)
     d = ref.pixels.mean_.shape[0]
+    memo = memorization(jud[judge_layers[-1]], ref.judge_fit, ref.judge_holdout)
     return {
         "n": len(images),
         "target_probability": float(
@@ -250,6 +267,9 @@ def measure_images(
         "pixel_nll_excess": float((np.mean(nll) - ref.real_nll) / d),
         "diversity_pixels": diversity(images.reshape(len(images), -1) / 255.0),
         "diversity_judge": diversity(jud[judge_layers[-1]]),
+        "memorization_ratio": float(np.mean(memo.ratio)),
+        "nearest_fit": memo.nearest_fit.tolist(),
+        "nearest_holdout": memo.nearest_holdout.tolist(),
     }
 
 
@@ -266,6 +286,7 @@ _SCALARS = (
     "pixel_nll_excess",
     "diversity_pixels",
     "diversity_judge",
+    "memorization_ratio",
 )
 
 

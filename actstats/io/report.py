@@ -124,7 +124,8 @@ def metrics_rows(sets: Sequence[SampleSet], realism: dict[str, Any]) -> list[dic
 
     Keys: ``method``, ``n``, ``target_probability``, ``nll`` ({layer: mean NLL per
     unit}) and, from ``realism.json``'s summary, ``judge_agreement``,
-    ``pixel_nll_ratio``, ``diversity_judge``, ``frechet_net``, ``frechet_judge``.
+    ``pixel_nll_ratio``, ``diversity_judge``, ``memorization_ratio``, ``frechet_net``,
+    ``frechet_judge``.
     """
     summary = realism.get("summary", {})
     layers = _layers(sets)
@@ -155,6 +156,7 @@ def metrics_rows(sets: Sequence[SampleSet], realism: dict[str, Any]) -> list[dic
                     "pixel_nll_ratio",
                     "diversity_judge",
                     "diversity_pixels",
+                    "memorization_ratio",
                     "frechet_net",
                     "frechet_judge",
                 )
@@ -266,8 +268,10 @@ def _img(path: Path, title: str, base: Path, *, image_only: bool = False) -> str
     return f'<img src="{_data_uri(path)}" title="{html.escape(title)}" alt="{html.escape(title)}">'
 
 
-def _real_images(run: dict[str, Any], run_dir: Path, class_name: str, n: int) -> list[Path]:
-    root = run.get("real_root")
+def _real_images(
+    run: dict[str, Any], run_dir: Path, class_name: str, n: int | None, key: str = "real_root"
+) -> list[Path]:
+    root = run.get(key)
     if not root:
         return []
     folder = (run_dir / root) / class_name
@@ -302,6 +306,7 @@ def _tables(rows: Sequence[dict[str, Any]], layers: Sequence[str]) -> str:
             "judge agreement",
             "pixel NLL ratio",
             "diversity (judge features)",
+            "memorization (fitted / held-out NN distance)",
         ],
         [
             [
@@ -311,6 +316,7 @@ def _tables(rows: Sequence[dict[str, Any]], layers: Sequence[str]) -> str:
                 r.get("judge_agreement"),
                 r.get("pixel_nll_ratio"),
                 r.get("diversity_judge"),
+                r.get("memorization_ratio"),
             ]
             for r in rows
         ],
@@ -345,6 +351,7 @@ img{image-rendering:pixelated;width:64px;height:64px;margin:1px;border:1px solid
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 8px;
 text-align:right}th{background:#eee}caption{text-align:left;font-weight:bold}
 .row{display:flex;align-items:center;gap:.5em}.row b{width:7em;text-align:right}
+.pair{display:inline-flex;border:1px dashed #999;padding:1px}.neighbours img{width:32px;height:32px}
 .explain figure{display:inline-block;margin:0 .5em;vertical-align:top;max-width:11em}
 .explain figure img{width:128px;height:128px}figcaption{font-size:85%}"""
 
@@ -390,7 +397,32 @@ def _explain_section(explain: dict[str, Any], run_dir: Path) -> str:
     )
 
 
-def _gallery(sets: Sequence[SampleSet], run: dict[str, Any], run_dir: Path, n_real: int) -> str:
+def _neighbours(s: SampleSet, run: dict[str, Any], run_dir: Path, realism: dict[str, Any]) -> str:
+    """Each sample's nearest fitting-half and held-out real image (the memorization check)."""
+    measured = realism.get("classes", {}).get(s.class_name, {}).get(s.method, {})
+    fit = _real_images(run, run_dir, s.class_name, None)
+    held = _real_images(run, run_dir, s.class_name, None, key="holdout_root")
+    near_fit, near_held = measured.get("nearest_fit"), measured.get("nearest_holdout")
+    if not (fit and held and near_fit and near_held):
+        return ""
+    pairs = "".join(
+        f'<span class="pair">{_img(fit[i], f"nearest fitting-half image {fit[i].name}")}'
+        f"{_img(held[j], f'nearest held-out image {held[j].name}')}</span>"
+        for i, j in zip(near_fit, near_held, strict=True)
+    )
+    return (
+        f'<div class="row neighbours" data-neighbours-of="{html.escape(s.method)}">'
+        f"<b>nearest: fitted | held-out</b>{pairs}</div>"
+    )
+
+
+def _gallery(
+    sets: Sequence[SampleSet],
+    run: dict[str, Any],
+    run_dir: Path,
+    n_real: int,
+    realism: dict[str, Any] | None = None,
+) -> str:
     parts = []
     for cls in sorted({s.class_name for s in sets}):
         rows = []
@@ -415,6 +447,8 @@ def _gallery(sets: Sequence[SampleSet], run: dict[str, Any], run_dir: Path, n_re
                 f'<div class="row method" data-method="{html.escape(s.method)}">'
                 f"<b>{html.escape(s.method)}</b>{imgs}</div>"
             )
+            if s.method.startswith("generator"):
+                rows.append(_neighbours(s, run, run_dir, realism or {}))
         parts.append(f'<section class="class"><h3>{html.escape(cls)}</h3>{"".join(rows)}</section>')
     return "\n".join(parts)
 
@@ -459,6 +493,11 @@ def write_report(
         + "</div>"
     )
     buf.write(_explain_section(_read_optional(run_dir / "explain.json"), run_dir))
-    buf.write("<h2>Samples</h2>" + _gallery(sets, run, run_dir, n_real) + "</body></html>")
+    buf.write(
+        "<h2>Samples</h2><p>Below each generator's samples: the nearest image (judge features) "
+        "among the images it was trained on and among held-out ones.</p>"
+        + _gallery(sets, run, run_dir, n_real, realism)
+        + "</body></html>"
+    )
     out.write_text(buf.getvalue())
     return out

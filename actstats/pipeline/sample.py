@@ -21,6 +21,7 @@ import torch
 from actstats.errors import ActstatsError
 from actstats.eval.metrics import layer_nll, target_probability
 from actstats.io.artifacts import SampleResult, write_samples
+from actstats.io.generator import read_generator
 from actstats.net.names import NeuronSpec, output_index, parse_neuron
 from actstats.net.network import Network
 from actstats.pipeline.session import Session, check_network, open_session
@@ -28,10 +29,11 @@ from actstats.stats.modelset import ALL_CLASSES, ModelSet
 from actstats.synth.jobs import ClassStats, Job, unit_std
 from actstats.synth.methods import default_config, synthesize
 from actstats.synth.methods.base import RenderConfig
+from actstats.synth.methods.generator import DecoderPrior
 from actstats.synth.objectives import reduce_torch, unit_value
 from actstats.synth.render import Progress
 
-__all__ = ["run_sample", "sample_unit", "sample_units"]
+__all__ = ["load_decoder", "run_sample", "sample_unit", "sample_units"]
 
 
 # ------------------------------------------------------------------ sampling
@@ -195,14 +197,19 @@ def run_sample(
     progress: Progress | None = None,
     overrides: Mapping[str, Any] | None = None,
     label: str | None = None,
+    generator: str | Path | None = None,
 ) -> list[Path]:
     """Open a session on the model file, sample every neuron, write the results.
 
     ``network``/``weights`` default to what the model file's provenance records;
     ``overrides`` sets any other field of the method's config (e.g. ``suppress_weight=0``);
     ``label`` names such a variant in ``samples.json`` (``method``; the method it ran is
-    recorded as ``recipe``, with the ``overrides``). Returns one output folder per neuron.
+    recorded as ``recipe``, with the ``overrides``). ``generator`` is the folder
+    ``train-generator`` wrote (``method="generator"``). Returns one output folder per neuron.
     """
+    decoder = load_decoder(generator) if generator is not None else None
+    if method == "generator" and decoder is None:
+        raise ActstatsError("--method generator needs --generator GEN (see train-generator)")
     session = open_session(models_path, network=network, weights=weights, device=device)
     config = default_config(
         method,
@@ -211,6 +218,7 @@ def run_sample(
             "lr": lr,
             "prior_weight": prior_weight,
             "layers": tuple(layers) if layers else None,
+            "decoder": decoder if method == "generator" else None,
         }
         | dict(overrides or {}),
     )
@@ -231,3 +239,9 @@ def run_sample(
         else None
     )
     return [write_samples(results, output, extra=extra) for results in per_neuron]
+
+
+def load_decoder(path: str | Path) -> DecoderPrior:
+    """A verified generator folder as the decoder ``--method generator`` uses."""
+    generator, manifest = read_generator(path)
+    return DecoderPrior(generator, manifest["layer"], manifest["reduction"])

@@ -30,6 +30,7 @@ from actstats.net.reduce import parse_reduction
 from actstats.stats.base import QuadraticFactors
 
 __all__ = [
+    "CODE",
     "INPUT",
     "Objective",
     "by_rows",
@@ -48,6 +49,8 @@ __all__ = [
 
 #: Key of the (transformed) network input in ``acts``.
 INPUT = "input"
+#: Key of the latent code in ``acts`` when the images are decoded from one (``generator``).
+CODE = "code"
 
 Acts = Mapping[str, torch.Tensor]
 RefreshFn = Callable[[Acts, int], None]

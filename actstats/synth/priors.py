@@ -61,15 +61,19 @@ def spatial_prior(
     return total, chosen
 
 
-def layer_prior(stats: ClassStats, layer: str) -> obj.Objective:
-    """Negative log-likelihood per unit of ``layer`` under the class model (Gaussian or mixture)."""
+def layer_prior(stats: ClassStats, layer: str, *, read: str | None = None) -> obj.Objective:
+    """Negative log-likelihood per unit of ``layer`` under the class model (Gaussian or mixture).
+
+    ``read`` names another entry of the activations holding ``layer``'s values
+    already reduced (e.g. :data:`~actstats.synth.objectives.CODE`, a decoder's code).
+    """
     model = stats.models[layer]
-    reduction = stats.reductions.get(layer, "full")
+    key, reduction = (read, "full") if read else (layer, stats.reductions.get(layer, "full"))
     if hasattr(model, "components"):
         return obj.mixture_prior(
-            layer, model.components(), model.basis_mean_, model.basis_, reduction
+            key, model.components(), model.basis_mean_, model.basis_, reduction
         )
-    return obj.gaussian_prior(layer, model.quadratic_factors(), reduction)
+    return obj.gaussian_prior(key, model.quadratic_factors(), reduction)
 
 
 def spread_prior(

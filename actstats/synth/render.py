@@ -17,7 +17,7 @@ import torch
 
 from actstats.errors import ActstatsError
 from actstats.net.network import Network
-from actstats.synth.objectives import INPUT, Objective
+from actstats.synth.objectives import CODE, INPUT, Objective
 from actstats.synth.param import ImageFn, StepHook
 from actstats.synth.transforms import Transform
 
@@ -54,6 +54,7 @@ def render(
     step_hooks: Sequence[StepHook] = (),
     track: Mapping[str, Objective] | None = None,
     progress: Progress | None = None,
+    latent: Callable[[], torch.Tensor] | None = None,
 ) -> RenderResult:
     """Minimize ``objective`` over the parameters ``param`` with Adam for ``steps`` steps.
 
@@ -75,6 +76,9 @@ def render(
         Values recorded every step (not optimized), e.g. ``{"target": unit(...)}``.
     progress : callable, optional
         ``progress(step, steps, mean_loss)``.
+    latent : callable, optional
+        The code the images are decoded from (a generator parameterization);
+        objectives read it as ``acts[CODE]``.
     """
     if steps < 0:
         raise ActstatsError(f"--steps {steps}: must be >= 0")
@@ -82,7 +86,7 @@ def render(
     track = dict(track or {})
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     layers = set(objective.layers).union(*(t.layers for t in track.values()))
-    layers.discard(INPUT)
+    layers -= {INPUT, CODE}
     optimizer = torch.optim.Adam(params, lr=lr)
     losses: list[np.ndarray] = []
     tracked: dict[str, list[np.ndarray]] = {name: [] for name in track}
@@ -94,6 +98,8 @@ def render(
             x = transforms(x, generator)
         acts = dict(network.activations(x, sorted(layers))) if layers else {}
         acts[INPUT] = x
+        if latent is not None:
+            acts[CODE] = latent()
         with torch.no_grad():
             objective.update({k: v.detach() for k, v in acts.items()}, step)
         loss = objective(acts)
