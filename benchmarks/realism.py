@@ -1,25 +1,30 @@
 """Realism benchmark: do statistics of real activations give more realistic images?
 
-On the digits network, for every class, ``--n`` samples per method (fixed seed)
-go through the demo's real path (collect -> fit -> sample) and are measured by
-:mod:`actstats.eval.realism` (see its docstring for every definition). Goals:
+On the digits network, for every class, ``--n`` samples per method go through the
+demo's real path (collect -> fit -> sample) and are measured by
+:mod:`actstats.eval.realism` (see its docstring for every definition), once per seed
+(``--seeds``, default 0 1 2); the tables give the mean and the standard deviation over
+seeds. The protocol cannot flatter itself:
 
-* target probability >= 0.9 for every method (mean over all its samples);
-* pixel NLL ratio (mean NLL generated / mean NLL real, per class, averaged) <= 3
-  for ``suppress`` and ``ancestral``;
-* Fréchet distance to held-out real activations >= 5x lower than ``simonyan``'s
-  at every measured layer, in the optimized network and in the judge network
-  (layer distances are class means; the ratio is simonyan / method);
-* judge agreement and diversity are reported without a goal, beside the real
-  images measured the same way (``real``: n random fitting-half images).
+* three splits of the digits (:data:`actstats.demo.digits.SPLITS`), never mixed: the
+  networks, the judge and the statistics learn from ``fit``; defaults are chosen on
+  ``validation`` (``--split validation``); reported numbers are measured on ``test``
+  (the default). The ``real`` row is ``n`` random test images per class, and the Fréchet
+  references and pixel Gaussian come from the class's *other* test images;
+* ``simonyan+reg`` (the ``suppress`` recipe's regularizers: noise init, jitter, TV, L2,
+  blur, with the statistics off) is the headline baseline beside plain ``simonyan``;
+* ``suppress`` is split into its parts: ``suppress:prior-only`` (the NLL prior, no
+  outlier suppression), ``suppress:outliers-only`` (the seed's outlier suppression, no
+  prior) and both (``suppress``); ``outlier units`` is the fraction of the prior
+  layers' units of the final images with ``|z| > 3`` under the class model, the units
+  outlier suppression would still select.
 
-Ablation, reported without a goal: ``simonyan+reg`` is the ``suppress`` recipe
-(its noise init, jitter, TV, L2, blur every 4 steps, steps) with the statistics
-switched off (``prior_weight`` 0, ``suppress_weight`` 0). ``simonyan`` ->
-``simonyan+reg`` is what the regularizers give; ``simonyan+reg`` -> ``suppress``
-is what the statistics give. One line per statistics method compares them.
+Goals (on the seed means): target probability >= 0.9 for every method; pixel NLL ratio
+<= 3 for ``suppress`` and ``ancestral``; Fréchet distance to the test images >= 5x lower
+than ``simonyan``'s at every measured layer of both networks.
 
-Usage: ``python benchmarks/realism.py [--label NAME] [--n 8] [--cache DIR]``.
+Usage: ``python benchmarks/realism.py [--label NAME] [--n 8] [--seeds 0 1 2]
+[--split test|validation] [--variant NAME:RECIPE:field=value,...] [--cache DIR]``.
 Writes ``benchmarks/results/realism-<label>.json``, ``.md`` and ``-grid.png``.
 """
 
@@ -34,24 +39,81 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.console import Console
 
+import actstats
 from actstats.cli.demo import RichReporter
 from actstats.demo.digits import DIGIT_NAMES
 from actstats.demo.run import DemoConfig, run_demo
+from actstats.eval.realism import to_inputs
+from actstats.net.network import load_network
+from actstats.synth.methods.registry import METHODS
+from actstats.synth.objectives import reduce_torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STATS_METHODS = ("suppress", "ancestral")
 GRID_CLASSES = ("zero", "two", "four", "seven", "eight")
 #: The suppress recipe without its statistics: what the regularizers alone give.
 ABLATION = "simonyan+reg"
-ABLATION_VARIANT = (ABLATION, "suppress", (("prior_weight", 0.0), ("suppress_weight", 0.0)))
+#: Sample sets beside the library's methods: label -> (recipe, SynthConfig overrides).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    ABLATION: ("suppress", {"prior_weight": 0.0, "suppress_weight": 0.0}),
+    "suppress:prior-only": ("suppress", {"suppress_weight": 0.0}),
+    "suppress:outliers-only": ("suppress", {"prior_weight": 0.0}),
+}
 GRID_METHODS = ("simonyan", ABLATION, *STATS_METHODS)
+#: Columns of the headline table: (title, summary key, layer or None).
+COLUMNS = (
+    ("p(target)", "target_probability", None),
+    ("judge agrees", "judge_agreement", None),
+    ("pixel NLL ratio", "pixel_nll_ratio", None),
+    ("FD fc6", "frechet_net", "fc6"),
+    ("FD judge body.10", "frechet_judge", "body.10"),
+    ("diversity judge", "diversity_judge", None),
+    ("outlier units", "outlier_fraction", None),
+)
+
+
+def parse_variant(text: str) -> tuple[str, tuple[str, dict[str, Any]]]:
+    """``NAME:RECIPE:field=value,...`` -> (name, (recipe, overrides)); values are numbers."""
+    name, recipe, fields = [*text.split(":", 2), ""][:3]
+    overrides = {}
+    for item in filter(None, fields.split(",")):
+        key, value = item.split("=")
+        overrides[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+    return name, (recipe, overrides)
+
+
+def outlier_fraction(run: Path, method: str, threshold: float = 3.0) -> float:
+    """Fraction of the prior layers' units of ``method``'s images with ``|z| > threshold``.
+
+    z-scores under each image's class model (the units outlier suppression selects),
+    over every stored layer below ``fc8``, averaged over images.
+    """
+    models = actstats.load(run / "models")
+    prov = models.provenance
+    net = load_network(prov["model"], prov["weights"], device="cpu")
+    reductions = {e["name"]: e["reduce"] for e in prov["layers"]}
+    layers = [ly for ly in models.layers if ly != "fc8"]
+    fractions = []
+    for folder in sorted((run / "samples" / method).iterdir()):
+        meta = json.loads((folder / "samples.json").read_text())
+        images = np.stack(
+            [np.asarray(Image.open(folder / r["file"]).convert("RGB")) for r in meta["samples"]]
+        )
+        with torch.inference_mode():
+            acts = net.activations(to_inputs(net, images), layers)
+        cm = models[meta["class"]]
+        for ly in layers:
+            z = cm[ly].unit_zscores(reduce_torch(acts[ly], reductions[ly]).double().numpy())
+            fractions.append(float(np.mean(np.abs(z) > threshold)))
+    return float(np.mean(fractions))
 
 
 def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each goal with its measured value and whether it is met."""
+    """Each goal with its measured value (on the seed means) and whether it is met."""
     rows = []
     for method in ("simonyan", *STATS_METHODS):
         p = summary[method]["target_probability"]
@@ -60,8 +122,7 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
         r = summary[method]["pixel_nll_ratio"]
         rows.append({"goal": f"{method}: pixel NLL ratio <= 3", "value": r, "met": r <= 3.0})
         for key in ("frechet_net", "frechet_judge"):
-            base, mine = summary["simonyan"][key], summary[method][key]
-            worst = min(base[ly] / mine[ly] for ly in base)
+            worst = _worst_ratio(summary["simonyan"][key], summary[method][key])
             rows.append(
                 {
                     "goal": f"{method}: {key} >= 5x lower than simonyan at every layer "
@@ -70,9 +131,7 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": worst >= 5.0,
                 }
             )
-    if ABLATION in summary:
-        rows.extend(ablation(summary))
-    return rows
+    return rows + ablation(summary)
 
 
 def _worst_ratio(base: dict[str, float], mine: dict[str, float]) -> float:
@@ -80,61 +139,86 @@ def _worst_ratio(base: dict[str, float], mine: dict[str, float]) -> float:
 
 
 def ablation(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per statistics method, the comparison with ``simonyan+reg`` (reported, ``met`` None)."""
+    """Each statistics method and suppress part against ``simonyan+reg`` (reported, no goal)."""
+    if ABLATION not in summary:
+        return []
     ref = summary[ABLATION]
     rows = []
-    for method in STATS_METHODS:
+    for method in [m for m in summary if m not in ("simonyan", ABLATION, "real")]:
         s = summary[method]
-        value = _worst_ratio(ref["frechet_net"], s["frechet_net"])
         rows.append(
             {
-                "goal": f"{method} vs {ABLATION} (reported, no goal): worst-layer FD ratio "
-                f"{ABLATION}/{method} net {value:.3g}, judge "
-                f"{_worst_ratio(ref['frechet_judge'], s['frechet_judge']):.3g}; "
-                f"pixel NLL ratio {s['pixel_nll_ratio']:.3g} vs {ref['pixel_nll_ratio']:.3g}; "
-                f"judge agrees {s['judge_agreement']:.3g} vs {ref['judge_agreement']:.3g}; "
-                f"p(target) {s['target_probability']:.3g} vs {ref['target_probability']:.3g}; "
-                "worst-layer FD ratio net",
-                "value": value,
+                "goal": f"{method} vs {ABLATION} (reported): worst-layer FD ratio "
+                f"{ABLATION}/{method}, judge network "
+                f"{_worst_ratio(ref['frechet_judge'], s['frechet_judge']):.3g}; net",
+                "value": _worst_ratio(ref["frechet_net"], s["frechet_net"]),
                 "met": None,
             }
         )
     return rows
 
 
-def table(summary: dict[str, Any]) -> str:
-    """One markdown table: a row per method (and real images)."""
-    net_layers = list(next(iter(summary.values()))["frechet_net"])
-    judge_layers = list(next(iter(summary.values()))["frechet_judge"])
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method, the mean and standard deviation (ddof 1) over seeds of every metric."""
+    out: dict[str, Any] = {}
+    for method in summaries[0]:
+        runs = [s[method] for s in summaries]
+        mean: dict[str, Any] = {}
+        sd: dict[str, Any] = {}
+        for key, value in runs[0].items():
+            if isinstance(value, dict):
+                mean[key] = {ly: float(np.mean([r[key][ly] for r in runs])) for ly in value}
+                sd[key] = {ly: _sd([r[key][ly] for r in runs]) for ly in value}
+            elif isinstance(value, (int, float)):
+                mean[key] = float(np.mean([r[key] for r in runs]))
+                sd[key] = _sd([r[key] for r in runs])
+        out[method] = {"mean": mean, "sd": sd}
+    return out
+
+
+def _sd(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _cell(stat: dict[str, Any], key: str, layer: str | None) -> str:
+    mean, sd = stat["mean"].get(key), stat["sd"].get(key)
+    if mean is None:
+        return "–"
+    if layer is not None:
+        mean, sd = mean[layer], sd[layer]
+    return f"{mean:.3g} ± {sd:.2g}"
+
+
+def table(stats: dict[str, Any]) -> str:
+    """The headline markdown table: mean ± sd over seeds, a row per method and real images."""
+    head = ["method", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, stat in stats.items():
+        cells = [method, *(_cell(stat, key, layer) for _, key, layer in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def layer_table(stats: dict[str, Any]) -> str:
+    """Every metric and layer, seed means."""
+    first = next(iter(stats.values()))["mean"]
+    net_layers, judge_layers = list(first["frechet_net"]), list(first["frechet_judge"])
+    scalars = [k for k, v in first.items() if not isinstance(v, dict) and k != "classes"]
     head = [
         "method",
-        "p(target)",
-        "worst class p",
-        "judge agrees",
-        "pixel NLL ratio",
-        "ΔNLL nats/px",
-        "diversity px",
-        "diversity judge",
+        *scalars,
         *(f"FD {ly}" for ly in net_layers),
         *(f"FD judge {ly}" for ly in judge_layers),
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method, s in summary.items():
+    for method, stat in stats.items():
+        m = stat["mean"]
         cells = [
-            method,
-            s["target_probability"],
-            s["min_target_probability"],
-            s["judge_agreement"],
-            s["pixel_nll_ratio"],
-            s["pixel_nll_excess"],
-            s["diversity_pixels"],
-            s["diversity_judge"],
-            *(s["frechet_net"][ly] for ly in net_layers),
-            *(s["frechet_judge"][ly] for ly in judge_layers),
+            *(m.get(k, float("nan")) for k in scalars),
+            *(m["frechet_net"][ly] for ly in net_layers),
+            *(m["frechet_judge"][ly] for ly in judge_layers),
         ]
-        lines.append(
-            "| " + " | ".join(c if isinstance(c, str) else f"{c:.3g}" for c in cells) + " |"
-        )
+        lines.append("| " + " | ".join([method, *(f"{c:.3g}" for c in cells)]) + " |")
     return "\n".join(lines)
 
 
@@ -178,60 +262,92 @@ def _verdict(met: bool | None) -> str:
     return "REPORT" if met is None else "MET" if met else "NOT MET"
 
 
+def run_seed(
+    run: Path, seed: int, args: argparse.Namespace, variants: dict[str, Any]
+) -> dict[str, Any]:
+    """One seed of the demo path; its summary with each method's outlier fraction."""
+    run_demo(
+        run,
+        cache=args.cache,
+        config=DemoConfig(
+            n=args.n,
+            seed=seed,
+            variants=tuple((k, r, tuple(o.items())) for k, (r, o) in variants.items()),
+            explain=False,
+            split=args.split,
+        ),
+        reporter=RichReporter(progress=False),
+    )
+    measured = json.loads((run / "realism.json").read_text())
+    for method, summary in measured["summary"].items():
+        if method != "real":
+            summary["outlier_fraction"] = outlier_fraction(run, method)
+    return measured
+
+
 def main() -> None:
-    """Run the demo path at benchmark size, measure, print, save."""
+    """Run the demo path once per seed at benchmark size, measure, print, save."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="cpu")
     parser.add_argument("--n", type=int, default=8, help="samples per class and method")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--split", default="test", choices=("test", "validation"))
+    parser.add_argument("--variant", action="append", default=[], help="NAME:RECIPE:k=v,...")
+    parser.add_argument("--only-variants", action="store_true", help="no default variants")
     parser.add_argument("--cache", default=None, help="demo cache (default: the demo's)")
-    parser.add_argument("--out", default=None, help="run folder (default: a temporary one)")
     args = parser.parse_args()
+    variants = {} if args.only_variants else dict(VARIANTS)
+    variants |= dict(parse_variant(v) for v in args.variant)
     console = Console()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(args.out or tmp)
-        start = time.perf_counter()
-        run_demo(
-            run,
-            cache=args.cache,
-            config=DemoConfig(
-                n=args.n, seed=args.seed, variants=(ABLATION_VARIANT,), explain=False
-            ),
-            reporter=RichReporter(progress=False),
-        )
-        seconds = time.perf_counter() - start
-        measured = json.loads((run / "realism.json").read_text())
-        run_meta = json.loads((run / "run.json").read_text())
-        grid = picture_grid(
-            run, run / run_meta["real_root"], RESULTS / f"realism-{args.label}-grid.png"
-        )
-    summary = measured["summary"]
-    checked = goals(summary)
-    md = table(summary)
+        for seed in args.seeds:
+            run = Path(tmp) / f"seed{seed}"
+            runs.append(run_seed(run, seed, args, variants))
+            if seed == args.seeds[0] and all(m in runs[0]["summary"] for m in GRID_METHODS):
+                meta = json.loads((run / "run.json").read_text())
+                picture_grid(
+                    run, run / meta["real_root"], RESULTS / f"realism-{args.label}-grid.png"
+                )
+    seconds = time.perf_counter() - start
+    stats = aggregate([r["summary"] for r in runs])
+    means = {m: s["mean"] for m, s in stats.items()}
+    checked = goals(means)
+    md, full = table(stats), layer_table(stats)
     goal_md = "\n".join(f"- {_verdict(g['met'])}: {g['goal']}: {g['value']:.3g}" for g in checked)
     console.print(md)
     console.print(goal_md)
     result = {
         "label": args.label,
+        "split": args.split,
         "n_per_class_and_method": args.n,
-        "seed": args.seed,
-        "classes": len(measured["classes"]),
+        "seeds": args.seeds,
+        "variants": variants,
+        "classes": len(runs[0]["classes"]),
         "seconds": seconds,
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "summary": summary,
+        "summary": stats,
+        "per_seed": [r["summary"] for r in runs],
         "goals": checked,
-        "per_class": measured["classes"],
-        "definitions": measured["definitions"],
-        "grid": grid.name,
+        "definitions": runs[0]["definitions"]
+        | {"outlier_fraction": "fraction of prior-layer units with |z| > 3 under the class model"},
     }
     (RESULTS / f"realism-{args.label}.json").write_text(json.dumps(result, indent=1))
+    picture = (
+        f"![real (test split) | {' | '.join(GRID_METHODS)}](realism-{args.label}-grid.png)\n\n"
+        if (RESULTS / f"realism-{args.label}-grid.png").exists()
+        else ""
+    )
     (RESULTS / f"realism-{args.label}.md").write_text(
-        f"# Realism benchmark ({args.label})\n\n{len(measured['classes'])} digit classes, "
-        f"{args.n} samples per class and method, seed {args.seed}, {seconds:.0f} s "
-        f"(whole demo path).\n\n{md}\n\n## Goals\n\n{goal_md}\n\n"
-        f"![real | {' | '.join(GRID_METHODS)}]({grid.name})\n\n## Definitions\n\n"
-        + "\n".join(f"- **{k}**: {v}" for k, v in measured["definitions"].items())
+        f"# Realism benchmark ({args.label})\n\n{result['classes']} digit classes, {args.n} "
+        f"samples per class and method, seeds {', '.join(map(str, args.seeds))}, measured on "
+        f"the **{args.split}** split; mean ± sd over seeds; {seconds:.0f} s "
+        f"(`python benchmarks/realism.py --label {args.label} --split {args.split}`).\n\n"
+        f"{md}\n\n## Goals (seed means)\n\n{goal_md}\n\n{picture}"
+        f"## Every metric and layer (seed means)\n\n{full}\n\n## Definitions\n\n"
+        + "\n".join(f"- **{k}**: {v}" for k, v in result["definitions"].items())
         + "\n"
     )
 

@@ -28,7 +28,7 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def digits_holdout_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The other half of the digits, never used for training or fitting."""
-    return write_digit_folders(tmp_path_factory.mktemp("digits") / "holdout", holdout=True)
+    return write_digit_folders(tmp_path_factory.mktemp("digits") / "holdout", split="holdout")
 
 
 @pytest.fixture(scope="session")
