@@ -51,7 +51,6 @@ from actstats.eval.realism import to_inputs
 from actstats.net.network import load_network
 from actstats.synth.methods.registry import METHODS
 from actstats.synth.objectives import reduce_torch
-from actstats.synth.recipes import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STATS_METHODS = ("suppress", "ancestral")

@@ -25,7 +25,7 @@ from actstats.pipeline.collect import collect
 # A digits net that sleeps in every forward pass, so the kill lands mid-run.
 SLOW_NET = """
 import time
-from actstats.digits import digits_vgg
+from actstats.demo.digits import digits_vgg
 
 def net():
     module = digits_vgg()

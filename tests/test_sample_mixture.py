@@ -7,13 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import actstats
-from actstats.network import Network
-from actstats.sample import sample_units
+from actstats.net.network import Network
+from actstats.pipeline.sample import sample_units
 from actstats.stats.chain import ConditionalMixture
 from actstats.stats.mixture import MixtureLayerModel
-from actstats.synth.recipes import default_config
+from actstats.stats.modelset import ModelSet
+from actstats.synth.methods import default_config
+from actstats.synth.objectives import reduce_torch
 
 LAYERS = ["conv2_1", "conv3_2", "fc6", "fc7", "fc8"]
 REDUCE = {"conv2_1": "mean", "conv3_2": "grid:2"}
@@ -21,7 +24,7 @@ CLASSES = (3, 7)
 
 
 @pytest.fixture(scope="module")
-def models(fit_digits_models) -> actstats.models.ModelSet:
+def models(fit_digits_models) -> ModelSet:
     path: Path = fit_digits_models(LAYERS, REDUCE, ["three", "seven"], mixture="auto")
     return actstats.load(path)
 
@@ -49,12 +52,8 @@ def test_sample_units_on_mixture_models(models, digits_net: Network, method: str
             assert set(r.nll) >= set(LAYERS[:-1]) and all(np.isfinite(list(r.nll.values())))
     # the mixture's NLL of the images' shallow activations is the models' score_samples
     r = results[0][0]
-    x = digits_net.preprocessing(__import__("PIL.Image", fromlist=["Image"]).fromarray(r.image))[
-        None
-    ]
+    x = digits_net.preprocessing(Image.fromarray(r.image))[None]
     acts = digits_net.activations(x, ["conv3_2"])["conv3_2"]
-    from actstats.synth.objectives import reduce_torch
-
     z = reduce_torch(acts, "grid:2").double().numpy()
     want = -models["three"]["conv3_2"].score_samples(z)[0]
     assert r.nll["conv3_2"] == pytest.approx(want, rel=0.05, abs=0.5)

@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from actstats.layers import parse_neuron
+from actstats.net.names import parse_neuron
 from actstats.stats.gaussian import GaussianLayerModel
 from actstats.stats.mixture import fit_mixture
 from actstats.synth import objectives as obj
-from actstats.synth.recipes import ClassStats, Job, _suppress_objective, default_config
+from actstats.synth.jobs import ClassStats, Job
+from actstats.synth.methods.registry import default_config
+from actstats.synth.methods.suppress import suppress_objective
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_objectives import real_rows, tiny_network
@@ -81,7 +83,7 @@ def _objective(net, stats):
         suppress_threshold=THRESHOLD,
     )
     job = Job(net.resolve_neuron(parse_neuron("fc3:2")), stats, 3)
-    return _suppress_objective(net, job, config)
+    return suppress_objective(net, job, config)
 
 
 def test_selector_is_the_direct_z_threshold(setup) -> None:
