@@ -8,7 +8,11 @@ position onto a random, darkened crop of one of scikit-image's photographs
 beside two baselines measured on the same scenes: the **whole frame**, and a
 **centre box** of the scenes' mean ink-box size (it knows the answer's size, not where).
 
-Goal: mean IoU >= 0.7 and above both baselines.
+Two localizers: the **saliency GraphCut** on the whole frame (Simonyan et al.'s recipe,
+:func:`actstats.explain.localize.localize`) and the **window search + GraphCut**
+(:mod:`actstats.explain.search`: the square crop the network classifies best, then the
+GraphCut seeded by that crop's saliency inside it). Goal, for the window search: mean
+IoU >= 0.7 and above both baselines.
 
 Usage: ``python benchmarks/localization.py [--label cpu] [--per-class 10] [--seed 0]
 [--smoothgrad 0] [--cache DIR]``. Writes ``benchmarks/results/localization-<label>.{json,md}``
@@ -30,12 +34,15 @@ from PIL import Image, ImageDraw
 from actstats.demo.digits import DIGIT_NAMES, digit_scenes
 from actstats.demo.run import NET_FACTORY, box_iou, prepare_assets
 from actstats.eval.realism import to_inputs
-from actstats.explain.localize import localize
+from actstats.explain.localize import localize, localize_in_window
 from actstats.explain.saliency import saliency_map
+from actstats.explain.search import best_window, crop_window
 from actstats.net.names import parse_neuron
 from actstats.net.network import Network, load_network
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The localizer the goal is judged on.
+LOCALIZER = "window search + GraphCut"
 
 
 def test_digits(root: Path, per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,33 +64,38 @@ def centre_box(size: int, boxes: np.ndarray) -> tuple[int, int, int, int]:
 
 def localize_scenes(
     network: Network, scenes: np.ndarray, labels: np.ndarray, *, smoothgrad: int = 0
-) -> np.ndarray:
-    """The localizer's box (x0, y0, x1, y1) for every scene, from its class's saliency."""
-    found = []
+) -> dict[str, np.ndarray]:
+    """Boxes (x0, y0, x1, y1) for every scene by both localizers: the saliency GraphCut on
+    the whole frame, and the window search with the GraphCut seeded in its window."""
+    found: dict[str, list] = {"saliency GraphCut": [], "window search + GraphCut": []}
     for scene, label in zip(scenes, labels, strict=True):
         x = to_inputs(network, scene[None])
+        rgb = scene.astype(np.float64) / 255.0
         neuron = network.resolve_neuron(parse_neuron(f"fc8:{label}"))
         sal = saliency_map(network, x, neuron, smoothgrad=smoothgrad)[0].numpy()
-        found.append(localize(scene.astype(np.float64) / 255.0, sal).box)
-    return np.array(found)
+        found["saliency GraphCut"].append(localize(rgb, sal).box)
+        window = best_window(network, x, neuron)
+        crop_sal = saliency_map(network, crop_window(x, window), neuron, smoothgrad=smoothgrad)
+        found["window search + GraphCut"].append(
+            localize_in_window(rgb, crop_sal[0].numpy(), window).box
+        )
+    return {k: np.array(v) for k, v in found.items()}
 
 
 def evaluate(
     network: Network, scenes: np.ndarray, labels: np.ndarray, boxes: np.ndarray, **kwargs: Any
 ) -> dict[str, Any]:
-    """Mean IoU of the localizer, the whole frame and the centre box on the same scenes."""
+    """Mean IoU of both localizers, the whole frame and the centre box on the same scenes."""
     size = scenes.shape[1]
     found = localize_scenes(network, scenes, labels, **kwargs)
     centre = centre_box(size, boxes)
-    ious = {
-        "localizer": [box_iou(f, b) for f, b in zip(found, boxes, strict=True)],
-        "whole frame": [box_iou((0, 0, size, size), b) for b in boxes],
-        "centre box": [box_iou(centre, b) for b in boxes],
-    }
+    ious = {k: [box_iou(f, b) for f, b in zip(v, boxes, strict=True)] for k, v in found.items()}
+    ious["whole frame"] = [box_iou((0, 0, size, size), b) for b in boxes]
+    ious["centre box"] = [box_iou(centre, b) for b in boxes]
     return {
         "mean_iou": {k: float(np.mean(v)) for k, v in ious.items()},
         "iou": {k: [float(x) for x in v] for k, v in ious.items()},
-        "found": found.tolist(),
+        "found": {k: v.tolist() for k, v in found.items()},
         "centre_box": list(centre),
     }
 
@@ -117,12 +129,11 @@ def main() -> None:
     result = evaluate(network, scenes, labels, boxes, smoothgrad=args.smoothgrad)
     seconds = time.perf_counter() - start
     means = result["mean_iou"]
-    met = means["localizer"] >= 0.7 and all(
-        means["localizer"] > v for v in means.values() if v != means["localizer"]
-    )
+    best = means[LOCALIZER]
+    met = best >= 0.7 and best > means["whole frame"] and best > means["centre box"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     pic = RESULTS / f"localization-{args.label}.png"
-    picture(scenes, boxes, np.array(result["found"]), pic)
+    picture(scenes, boxes, np.array(result["found"][LOCALIZER]), pic)
     payload = {
         "label": args.label,
         "scenes": len(scenes),
@@ -142,7 +153,7 @@ def main() -> None:
         f"`python benchmarks/localization.py --label {args.label}`, {seconds:.0f} s.\n\n"
         f"| box | mean IoU with the ink box |\n|---|---|\n{rows}\n\n"
         f"Goal (mean IoU >= 0.7 and above both baselines): {'MET' if met else 'NOT MET'}.\n\n"
-        f"![ink box green, found box red]({pic.name})\n"
+        f"![ink box green, {LOCALIZER} red]({pic.name})\n"
     )
     (RESULTS / f"localization-{args.label}.md").write_text(text)
     print(text)

@@ -33,8 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -222,8 +225,10 @@ def layer_table(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int = 2) -> Path:
-    """Rows of classes; column groups real | each of ``GRID_METHODS`` (k images each)."""
+def picture_grid(
+    run: Path, real_root: Path, path: Path, methods: list[str], k: int = 4, scale: int = 2
+) -> Path:
+    """Rows of classes; column groups real | each of ``methods`` (k images each)."""
     groups: list[list[list[np.ndarray]]] = []
     for cls in GRID_CLASSES:
         idx = DIGIT_NAMES.index(cls)
@@ -233,7 +238,7 @@ def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int 
                 for p in sorted((real_root / cls).glob("*.png"))[:k]
             ]
         ]
-        for method in GRID_METHODS:
+        for method in methods:
             folder = run / "samples" / method / f"fc8_{idx}"
             row.append(
                 [
@@ -270,6 +275,7 @@ def run_seed(
         run,
         cache=args.cache,
         config=DemoConfig(
+            classes=tuple(args.classes),
             methods=tuple(args.methods),
             n=args.n,
             seed=seed,
@@ -296,6 +302,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="NAME:RECIPE:k=v,...")
     parser.add_argument("--only-variants", action="store_true", help="no default variants")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--classes", nargs="+", default=list(DIGIT_NAMES), choices=DIGIT_NAMES)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     parser.add_argument("--cache", default=None, help="demo cache (default: the demo's)")
     args = parser.parse_args()
     variants = {} if args.only_variants else dict(VARIANTS)
@@ -303,16 +311,18 @@ def main() -> None:
     console = Console()
     RESULTS.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            run = Path(tmp) / f"seed{seed}"
-            runs.append(run_seed(run, seed, args, variants))
-            if seed == args.seeds[0] and all(m in runs[0]["summary"] for m in GRID_METHODS):
-                meta = json.loads((run / "run.json").read_text())
-                picture_grid(
-                    run, run / meta["real_root"], RESULTS / f"realism-{args.label}-grid.png"
-                )
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
+        dirs = [Path(tmp) / f"seed{seed}" for seed in args.seeds]
+        runs = list(pool.map(run_seed, dirs, args.seeds, repeat(args), repeat(variants)))
+        shown = [m for m in GRID_METHODS if m in runs[0]["summary"]]
+        if set(GRID_CLASSES) <= set(args.classes):
+            meta = json.loads((dirs[0] / "run.json").read_text())
+            picture_grid(
+                dirs[0],
+                dirs[0] / meta["real_root"],
+                RESULTS / f"realism-{args.label}-grid.png",
+                shown,
+            )
     seconds = time.perf_counter() - start
     stats = aggregate([r["summary"] for r in runs])
     means = {m: s["mean"] for m, s in stats.items()}
@@ -337,16 +347,18 @@ def main() -> None:
         | {"outlier_fraction": "fraction of prior-layer units with |z| > 3 under the class model"},
     }
     (RESULTS / f"realism-{args.label}.json").write_text(json.dumps(result, indent=1))
+    shown = [m for m in GRID_METHODS if m in stats]
     picture = (
-        f"![real (test split) | {' | '.join(GRID_METHODS)}](realism-{args.label}-grid.png)\n\n"
+        f"![real ({args.split} split) | {' | '.join(shown)}](realism-{args.label}-grid.png)\n\n"
         if (RESULTS / f"realism-{args.label}-grid.png").exists()
         else ""
     )
     (RESULTS / f"realism-{args.label}.md").write_text(
-        f"# Realism benchmark ({args.label})\n\n{result['classes']} digit classes, {args.n} "
+        f"# Realism benchmark ({args.label})\n\n{result['classes']} digit classes "
+        f"({', '.join(args.classes)}), {args.n} "
         f"samples per class and method, seeds {', '.join(map(str, args.seeds))}, measured on "
         f"the **{args.split}** split; mean ± sd over seeds; {seconds:.0f} s "
-        f"(`python benchmarks/realism.py --label {args.label} --split {args.split}`).\n\n"
+        f"(`python benchmarks/realism.py {' '.join(sys.argv[1:])}`).\n\n"
         f"{md}\n\n## Goals (seed means)\n\n{goal_md}\n\n{picture}"
         f"## Every metric and layer (seed means)\n\n{full}\n\n## Definitions\n\n"
         + "\n".join(f"- **{k}**: {v}" for k, v in result["definitions"].items())
