@@ -8,8 +8,10 @@ there holds the options every shard shares. Each shard runs in its own scratch c
 (``.mutation/<shard>/``) so shards never share mutmut's cache.
 
 Mutants a test cannot kill because they change nothing observable (equivalent mutants)
-are listed with the reason in ``benchmarks/mutation_equivalent.toml``; the score of a
-shard is ``killed / (mutants - equivalent)``. Everything else that survives is listed in
+are listed with the reason in ``benchmarks/mutation_equivalent.toml`` (``[equivalent]``),
+and survivors killed by a test written after the run, each checked by planting the
+mutant by hand, under ``[killed_by_new_tests]``; the score of a shard is
+``killed / (checked - equivalent)``. Everything else that survives is listed in
 the report, so a new survivor is visible.
 
 Usage: ``python benchmarks/mutation.py [SHARD ...] [--sample N] [--report-only]``
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 EQUIVALENT = ROOT / "benchmarks" / "mutation_equivalent.toml"
 SCRATCH = ROOT / ".mutation"
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 36: "timeout"}
+STATUS |= dict.fromkeys((-24, 24, 152, 255), "timeout")  # SIGXCPU: mutmut's time limit
 
 
 def shards() -> dict[str, dict[str, Any]]:
@@ -94,29 +98,43 @@ def results(work: Path) -> dict[str, str]:
     return out
 
 
-def run_shard(name: str, shard: dict[str, Any], sample: int | None, seed: int) -> dict[str, Any]:
-    """Generate the shard's mutants, run them (all, or a sample), return the tally."""
-    work = prepare(name, shard)
+def _shard_names(work: Path, shard: dict[str, Any]) -> list[str]:
     functions = shard.get("functions", ["*"])
+    return [n for n in results(work) if any(fnmatch(n, f"*{p}__mutmut_*") for p in functions)]
+
+
+def run_shard(
+    name: str, shard: dict[str, Any], sample: int | None, seed: int, *, collect: bool = False
+) -> dict[str, Any]:
+    """Generate the shard's mutants, run them (all, or a sample), return the tally.
+
+    ``collect`` runs nothing: it tallies the mutants an earlier (interrupted) run of
+    this shard checked, in mutmut's order (then not a random sample; the report says so).
+    """
+    work = SCRATCH / name
     start = time.perf_counter()
-    # a first pass with an impossible name generates the mutants and the test map only
-    _mutmut(work, "run", "--max-children", "1", "__none__*")
-    names = [
-        n
-        for n in results(work)
-        if any(__import__("fnmatch").fnmatch(n, f"*{pat}__mutmut_*") for pat in functions)
-    ]
-    chosen = (
-        sorted(random.Random(seed).sample(names, sample))
-        if sample and sample < len(names)
-        else names
-    )
-    proc = _mutmut(work, "run", "--max-children", "1", *chosen)
+    if collect:
+        names = _shard_names(work, shard)
+        done = {n: s for n, s in results(work).items() if n in set(names)}
+        chosen = [n for n, s in done.items() if s != "not checked"]
+        proc = subprocess.CompletedProcess([], 0, "collected from an interrupted run", "")
+    else:
+        work = prepare(name, shard)
+        # a first pass with an impossible name generates the mutants and the test map only
+        _mutmut(work, "run", "--max-children", "1", "__none__*")
+        names = _shard_names(work, shard)
+        chosen = (
+            sorted(random.Random(seed).sample(names, sample))
+            if sample and sample < len(names)
+            else names
+        )
+        proc = _mutmut(work, "run", "--max-children", "1", *chosen)
     status = {n: s for n, s in results(work).items() if n in set(chosen)}
     diffs = {n: _mutmut(work, "show", n).stdout.strip() for n, s in status.items() if s != "killed"}
     return {
         "files": shard["mutate"],
-        "functions": functions,
+        "functions": shard.get("functions", ["*"]),
+        "order": "mutmut's order, first checked (interrupted run)" if collect else "seeded sample",
         "tests": shard["tests"],
         "mutants": len(names),
         "sampled": len(chosen) if len(chosen) < len(names) else None,
@@ -127,9 +145,15 @@ def run_shard(name: str, shard: dict[str, Any], sample: int | None, seed: int) -
     }
 
 
-def score(shard: dict[str, Any], equivalent: dict[str, str]) -> dict[str, Any]:
-    """Killed, survived, equivalent and the score ``killed / (checked - equivalent)``."""
-    status = shard["status"]
+def score(
+    shard: dict[str, Any], equivalent: dict[str, str], later: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Killed, survived, equivalent and the score ``killed / (checked - equivalent)``.
+
+    ``later`` names survivors killed by a test added after the run (each checked by
+    planting the mutant by hand): they count as killed.
+    """
+    status = {n: "killed" if n in (later or {}) else s for n, s in shard["status"].items()}
     eq = [n for n, s in status.items() if s != "killed" and n in equivalent]
     killed = sum(s in ("killed", "timeout") for s in status.values())
     live = [n for n, s in status.items() if s not in ("killed", "timeout") and n not in equivalent]
@@ -143,14 +167,16 @@ def score(shard: dict[str, Any], equivalent: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def report(runs: dict[str, dict[str, Any]], equivalent: dict[str, str]) -> str:
+def report(
+    runs: dict[str, dict[str, Any]], equivalent: dict[str, str], later: dict[str, str]
+) -> str:
     """The markdown report: a score per shard, then every surviving or equivalent mutant."""
     lines = [
         "| shard | files | mutants | checked | killed | equivalent | surviving | score |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, run in runs.items():
-        s = score(run, equivalent)
+        s = score(run, equivalent, later)
         checked = f"{s['checked']}" + (" (sample)" if run["sampled"] else "")
         lines.append(
             f"| {name} | {', '.join(run['files'])} | {run['mutants']} | {checked} | "
@@ -164,12 +190,15 @@ def report(runs: dict[str, dict[str, Any]], equivalent: dict[str, str]) -> str:
             f"Tests: `{' '.join(run['tests'])}`; {run['seconds']:.0f} s.",
         ]
         for n, diff in run["diffs"].items():
+            if run["status"][n] in ("killed", "timeout"):
+                continue
             why = equivalent.get(n)
+            verdict = "equivalent" if why else "killed by a new test" if n in later else "survived"
             lines += [
                 "",
-                f"### {n}: {'equivalent' if why else run['status'][n]}",
+                f"### {n}: {verdict}",
                 "",
-                f"{why}" if why else "Not killed and not explained: a gap in the tests.",
+                why or later.get(n) or "Not killed and not explained: a gap in the tests.",
                 "",
                 "```diff",
                 "\n".join(diff.splitlines()[-12:]),
@@ -185,6 +214,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=None, help="mutants per shard")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-only", action="store_true", help="rewrite the report")
+    parser.add_argument("--collect", action="store_true", help="tally an interrupted run")
     args = parser.parse_args()
     all_shards = shards()
     names = args.shards or list(all_shards)
@@ -194,12 +224,16 @@ def main() -> None:
     if not args.report_only:
         for name in names:
             print(f"mutation shard {name} ...", flush=True)
-            runs[name] = run_shard(name, all_shards[name], args.sample, args.seed)
+            runs[name] = run_shard(
+                name, all_shards[name], args.sample, args.seed, collect=args.collect
+            )
             print(f"  {score(runs[name], {})['killed']} killed of {len(runs[name]['status'])}")
+            # re-read first: another process may have finished a shard meanwhile
+            merged = json.loads(out_json.read_text())["shards"] if out_json.exists() else {}
+            runs = merged | {name: runs[name]}
             out_json.write_text(json.dumps(_payload(runs), indent=1))
-    equivalent = tomllib.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
-    equivalent = {k: v for section in equivalent.values() for k, v in section.items()}
-    text = report(runs, equivalent)
+    notes = tomllib.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
+    text = report(runs, notes.get("equivalent", {}), notes.get("killed_by_new_tests", {}))
     head = (
         f"# Mutation testing ({date})\n\n`python benchmarks/mutation.py` (mutmut 3, one shard "
         f"at a time, {platform.node() or 'this machine'}: {os.cpu_count()} CPUs shared). "
