@@ -45,7 +45,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LOCALIZER = "window search + GraphCut"
 
 
-def test_digits(root: Path, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+def load_test_digits(root: Path, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``per_class`` digits of each class folder as uint8 RGB, with labels."""
     images, labels = [], []
     for label, name in enumerate(DIGIT_NAMES):
@@ -123,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     assets = prepare_assets(args.cache)
     network = load_network(NET_FACTORY, str(assets.weights), device="cpu")
-    digits, labels = test_digits(assets.test_root, args.per_class)
+    digits, labels = load_test_digits(assets.test_root, args.per_class)
     scenes, boxes = digit_scenes(digits, seed=args.seed)
     start = time.perf_counter()
     result = evaluate(network, scenes, labels, boxes, smoothgrad=args.smoothgrad)

@@ -204,6 +204,7 @@ def prepare_assets(
             tmp.rename(folder)
     train = root / _SPLIT_FOLDERS["fit"]
     accuracy = _read_json(root / "accuracy.json")
+    trained = False
     for name, factory, seed, epochs in (
         ("digits_vgg", digits_vgg, 0, 30),
         ("digits_judge", digits_judge, 1, 12),
@@ -218,8 +219,12 @@ def prepare_assets(
         torch.save(module.state_dict(), path.with_suffix(".tmp"))
         path.with_suffix(".tmp").rename(path)
         accuracy[name] = acc
+        trained = True
         say(f"  {name}: training accuracy {acc:.3f} in {time.perf_counter() - start:.0f} s")
-    (root / "accuracy.json").write_text(json.dumps(accuracy))
+    if trained:  # atomically, and only when it changed: parallel runs read it
+        tmp = root / "accuracy.json.tmp"
+        tmp.write_text(json.dumps(accuracy))
+        tmp.rename(root / "accuracy.json")
     return DemoAssets(
         train,
         root / _SPLIT_FOLDERS["validation"],
