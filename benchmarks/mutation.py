@@ -240,6 +240,11 @@ def main() -> None:
         "Score = killed / (checked - equivalent); equivalent mutants are explained below "
         "(`benchmarks/mutation_equivalent.toml`).\n\n"
     )
+    missing = [n for n in all_shards if n not in runs]
+    if missing:
+        head += f"Shards configured but not run yet: {', '.join(missing)}.\n\n"
+    head += "A sample is a seeded random sample, or the first mutants an interrupted run "
+    head += "checked (`--collect`).\n\n"
     (RESULTS / f"mutation-{date}.md").write_text(head + text)
     out_json.write_text(json.dumps(_payload(runs), indent=1))
     print(text)

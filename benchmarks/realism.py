@@ -350,9 +350,13 @@ def main() -> None:
     shown = [m for m in GRID_METHODS if m in stats]
     picture = (
         f"![real ({args.split} split) | {' | '.join(shown)}](realism-{args.label}-grid.png)\n\n"
-        if (RESULTS / f"realism-{args.label}-grid.png").exists()
-        else ""
+        if set(GRID_CLASSES) <= set(args.classes)
+        else f"(No picture grid: it shows the classes {', '.join(GRID_CLASSES)}, and this run "
+        f"sampled {len(args.classes)}.)\n\n"
     )
+    if not checked:
+        goal_md = "(The goals compare `simonyan`, `suppress` and `ancestral`; this run did not "
+        goal_md += "sample them all, so none is evaluated.)"
     (RESULTS / f"realism-{args.label}.md").write_text(
         f"# Realism benchmark ({args.label})\n\n{result['classes']} digit classes "
         f"({', '.join(args.classes)}), {args.n} "
