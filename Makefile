@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/realism.py
 	$(BIN)/python benchmarks/realism_imagenet.py
 
+mutation: $(STAMP)
+	$(BIN)/python benchmarks/mutation.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mutation

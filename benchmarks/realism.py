@@ -1,71 +1,122 @@
 """Realism benchmark: do statistics of real activations give more realistic images?
 
-On the digits network, for every class, ``--n`` samples per method (fixed seed)
-go through the demo's real path (collect -> fit -> sample) and are measured by
-:mod:`actstats.eval.realism` (see its docstring for every definition). Goals:
+On the digits network, for every class, ``--n`` samples per method go through the
+demo's real path (collect -> fit -> sample) and are measured by
+:mod:`actstats.eval.realism` (see its docstring for every definition), once per seed
+(``--seeds``, default 0 1 2); the tables give the mean and the standard deviation over
+seeds. The protocol cannot flatter itself:
 
-* target probability >= 0.9 for every method (mean over all its samples);
-* pixel NLL ratio (mean NLL generated / mean NLL real, per class, averaged) <= 3
-  for ``suppress`` and ``ancestral``;
-* Fréchet distance to held-out real activations >= 5x lower than ``simonyan``'s
-  at every measured layer, in the optimized network and in the judge network
-  (layer distances are class means; the ratio is simonyan / method);
-* judge agreement and diversity are reported without a goal, beside the real
-  images measured the same way (``real``: n random fitting-half images).
+* three splits of the digits (:data:`actstats.demo.digits.SPLITS`), never mixed: the
+  networks, the judge and the statistics learn from ``fit``; defaults are chosen on
+  ``validation`` (``--split validation``); reported numbers are measured on ``test``
+  (the default). The ``real`` row is ``n`` random test images per class, and the Fréchet
+  references and pixel Gaussian come from the class's *other* test images;
+* ``simonyan+reg`` (the ``suppress`` recipe's regularizers: noise init, jitter, TV, L2,
+  blur, with the statistics off) is the headline baseline beside plain ``simonyan``;
+* ``suppress`` is split into its parts: ``suppress:prior-only`` (the NLL prior, no
+  outlier suppression), ``suppress:outliers-only`` (the seed's outlier suppression, no
+  prior) and both (``suppress``); ``outlier units`` is the fraction of the prior
+  layers' units of the final images with ``|z| > 3`` under the class model, the units
+  outlier suppression would still select.
 
-The ``generator`` rows (reported without a goal) are DGN-AM: a decoder trained
-on the run's store (fc6 -> pixels, ``--generator-epochs``) and the code clipped
-to ``[0, mean + 3 std]``; ``generator+nll`` adds the class model's NLL of the
-code (``prior_weight`` 1). The ``memorization`` column is
-:func:`actstats.eval.metrics.memorization` (1 = no nearer the fitting half than the
-held-out half; the ``real`` row, fitting-half images, is 0 by construction), and
-``realism-<label>-neighbours.png`` shows generator samples beside their nearest
-fitting-half and held-out digits. The generator's training time is reported
-as minutes per 1k images (one pass), with the load average it ran under.
+Goals (on the seed means): target probability >= 0.9 for every method; pixel NLL ratio
+<= 3 for ``suppress`` and ``ancestral``; Fréchet distance to the test images >= 5x lower
+than ``simonyan``'s at every measured layer of both networks.
 
-Ablation, reported without a goal: ``simonyan+reg`` is the ``suppress`` recipe
-(its noise init, jitter, TV, L2, blur every 4 steps, steps) with the statistics
-switched off (``prior_weight`` 0, ``suppress_weight`` 0). ``simonyan`` ->
-``simonyan+reg`` is what the regularizers give; ``simonyan+reg`` -> ``suppress``
-is what the statistics give. One line per statistics method compares them.
-
-Usage: ``python benchmarks/realism.py [--label NAME] [--n 8] [--cache DIR]
-[--generator-epochs 10]``. Writes ``benchmarks/results/realism-<label>.json``,
-``.md``, ``-grid.png`` and ``-neighbours.png``.
+Usage: ``python benchmarks/realism.py [--label NAME] [--n 8] [--seeds 0 1 2]
+[--split test|validation] [--variant NAME:RECIPE:field=value,...] [--cache DIR]``.
+Writes ``benchmarks/results/realism-<label>.json``, ``.md`` and ``-grid.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
+import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.console import Console
 
+import actstats
 from actstats.cli.demo import RichReporter
 from actstats.demo.digits import DIGIT_NAMES
 from actstats.demo.run import DemoConfig, run_demo
+from actstats.eval.realism import to_inputs
+from actstats.net.network import load_network
+from actstats.synth.methods.registry import METHODS
+from actstats.synth.objectives import reduce_torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STATS_METHODS = ("suppress", "ancestral")
 GRID_CLASSES = ("zero", "two", "four", "seven", "eight")
 #: The suppress recipe without its statistics: what the regularizers alone give.
 ABLATION = "simonyan+reg"
-ABLATION_VARIANT = (ABLATION, "suppress", (("prior_weight", 0.0), ("suppress_weight", 0.0)))
-#: DGN-AM with the class model's NLL on the code.
-GENERATOR_NLL_VARIANT = ("generator+nll", "generator", (("prior_weight", 1.0),))
-GRID_METHODS = ("simonyan", ABLATION, *STATS_METHODS, "generator", "generator+nll")
+#: Sample sets beside the library's methods: label -> (recipe, SynthConfig overrides).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    ABLATION: ("suppress", {"prior_weight": 0.0, "suppress_weight": 0.0}),
+    "suppress:prior-only": ("suppress", {"suppress_weight": 0.0}),
+    "suppress:outliers-only": ("suppress", {"prior_weight": 0.0}),
+}
+GRID_METHODS = ("simonyan", ABLATION, *STATS_METHODS)
+#: Columns of the headline table: (title, summary key, layer or None).
+COLUMNS = (
+    ("p(target)", "target_probability", None),
+    ("judge agrees", "judge_agreement", None),
+    ("pixel NLL ratio", "pixel_nll_ratio", None),
+    ("FD fc6", "frechet_net", "fc6"),
+    ("FD judge body.10", "frechet_judge", "body.10"),
+    ("diversity judge", "diversity_judge", None),
+    ("outlier units", "outlier_fraction", None),
+)
+
+
+def parse_variant(text: str) -> tuple[str, tuple[str, dict[str, Any]]]:
+    """``NAME:RECIPE:field=value,...`` -> (name, (recipe, overrides)); NAME may hold colons."""
+    name, recipe, fields = text.rsplit(":", 2)
+    overrides = {}
+    for item in filter(None, fields.split(",")):
+        key, value = item.split("=")
+        overrides[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+    return name, (recipe, overrides)
+
+
+def outlier_fraction(run: Path, method: str, threshold: float = 3.0) -> float:
+    """Fraction of the prior layers' units of ``method``'s images with ``|z| > threshold``.
+
+    z-scores under each image's class model (the units outlier suppression selects),
+    over every stored layer below ``fc8``, averaged over images.
+    """
+    models = actstats.load(run / "models")
+    prov = models.provenance
+    net = load_network(prov["model"], prov["weights"], device="cpu")
+    reductions = {e["name"]: e["reduce"] for e in prov["layers"]}
+    layers = [ly for ly in models.layers if ly != "fc8"]
+    fractions = []
+    for folder in sorted((run / "samples" / method).iterdir()):
+        meta = json.loads((folder / "samples.json").read_text())
+        images = np.stack(
+            [np.asarray(Image.open(folder / r["file"]).convert("RGB")) for r in meta["samples"]]
+        )
+        with torch.inference_mode():
+            acts = net.activations(to_inputs(net, images), layers)
+        cm = models[meta["class"]]
+        for ly in layers:
+            z = cm[ly].unit_zscores(reduce_torch(acts[ly], reductions[ly]).double().numpy())
+            fractions.append(float(np.mean(np.abs(z) > threshold)))
+    return float(np.mean(fractions))
 
 
 def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each goal with its measured value and whether it is met."""
+    """Each goal with its measured value (on the seed means) and whether it is met."""
     rows = []
     for method in ("simonyan", *STATS_METHODS):
         p = summary[method]["target_probability"]
@@ -74,8 +125,7 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
         r = summary[method]["pixel_nll_ratio"]
         rows.append({"goal": f"{method}: pixel NLL ratio <= 3", "value": r, "met": r <= 3.0})
         for key in ("frechet_net", "frechet_judge"):
-            base, mine = summary["simonyan"][key], summary[method][key]
-            worst = min(base[ly] / mine[ly] for ly in base)
+            worst = _worst_ratio(summary["simonyan"][key], summary[method][key])
             rows.append(
                 {
                     "goal": f"{method}: {key} >= 5x lower than simonyan at every layer "
@@ -84,9 +134,7 @@ def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": worst >= 5.0,
                 }
             )
-    if ABLATION in summary:
-        rows.extend(ablation(summary))
-    return rows
+    return rows + ablation(summary)
 
 
 def _worst_ratio(base: dict[str, float], mine: dict[str, float]) -> float:
@@ -94,68 +142,93 @@ def _worst_ratio(base: dict[str, float], mine: dict[str, float]) -> float:
 
 
 def ablation(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per statistics method, the comparison with ``simonyan+reg`` (reported, ``met`` None)."""
+    """Each statistics method and suppress part against ``simonyan+reg`` (reported, no goal)."""
+    if ABLATION not in summary:
+        return []
     ref = summary[ABLATION]
     rows = []
-    for method in STATS_METHODS:
+    for method in [m for m in summary if m not in ("simonyan", ABLATION, "real")]:
         s = summary[method]
-        value = _worst_ratio(ref["frechet_net"], s["frechet_net"])
         rows.append(
             {
-                "goal": f"{method} vs {ABLATION} (reported, no goal): worst-layer FD ratio "
-                f"{ABLATION}/{method} net {value:.3g}, judge "
-                f"{_worst_ratio(ref['frechet_judge'], s['frechet_judge']):.3g}; "
-                f"pixel NLL ratio {s['pixel_nll_ratio']:.3g} vs {ref['pixel_nll_ratio']:.3g}; "
-                f"judge agrees {s['judge_agreement']:.3g} vs {ref['judge_agreement']:.3g}; "
-                f"p(target) {s['target_probability']:.3g} vs {ref['target_probability']:.3g}; "
-                "worst-layer FD ratio net",
-                "value": value,
+                "goal": f"{method} vs {ABLATION} (reported): worst-layer FD ratio "
+                f"{ABLATION}/{method}, judge network "
+                f"{_worst_ratio(ref['frechet_judge'], s['frechet_judge']):.3g}; net",
+                "value": _worst_ratio(ref["frechet_net"], s["frechet_net"]),
                 "met": None,
             }
         )
     return rows
 
 
-def table(summary: dict[str, Any]) -> str:
-    """One markdown table: a row per method (and real images)."""
-    net_layers = list(next(iter(summary.values()))["frechet_net"])
-    judge_layers = list(next(iter(summary.values()))["frechet_judge"])
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method, the mean and standard deviation (ddof 1) over seeds of every metric."""
+    out: dict[str, Any] = {}
+    for method in summaries[0]:
+        runs = [s[method] for s in summaries]
+        mean: dict[str, Any] = {}
+        sd: dict[str, Any] = {}
+        for key, value in runs[0].items():
+            if isinstance(value, dict):
+                mean[key] = {ly: float(np.mean([r[key][ly] for r in runs])) for ly in value}
+                sd[key] = {ly: _sd([r[key][ly] for r in runs]) for ly in value}
+            elif isinstance(value, (int, float)):
+                mean[key] = float(np.mean([r[key] for r in runs]))
+                sd[key] = _sd([r[key] for r in runs])
+        out[method] = {"mean": mean, "sd": sd}
+    return out
+
+
+def _sd(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _cell(stat: dict[str, Any], key: str, layer: str | None) -> str:
+    mean, sd = stat["mean"].get(key), stat["sd"].get(key)
+    if mean is None:
+        return "–"
+    if layer is not None:
+        mean, sd = mean[layer], sd[layer]
+    return f"{mean:.3g} ± {sd:.2g}"
+
+
+def table(stats: dict[str, Any]) -> str:
+    """The headline markdown table: mean ± sd over seeds, a row per method and real images."""
+    head = ["method", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, stat in stats.items():
+        cells = [method, *(_cell(stat, key, layer) for _, key, layer in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def layer_table(stats: dict[str, Any]) -> str:
+    """Every metric and layer, seed means."""
+    first = next(iter(stats.values()))["mean"]
+    net_layers, judge_layers = list(first["frechet_net"]), list(first["frechet_judge"])
+    scalars = [k for k, v in first.items() if not isinstance(v, dict) and k != "classes"]
     head = [
         "method",
-        "p(target)",
-        "worst class p",
-        "judge agrees",
-        "pixel NLL ratio",
-        "ΔNLL nats/px",
-        "diversity px",
-        "diversity judge",
-        "memorization",
+        *scalars,
         *(f"FD {ly}" for ly in net_layers),
         *(f"FD judge {ly}" for ly in judge_layers),
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method, s in summary.items():
+    for method, stat in stats.items():
+        m = stat["mean"]
         cells = [
-            method,
-            s["target_probability"],
-            s["min_target_probability"],
-            s["judge_agreement"],
-            s["pixel_nll_ratio"],
-            s["pixel_nll_excess"],
-            s["diversity_pixels"],
-            s["diversity_judge"],
-            s["memorization_ratio"],
-            *(s["frechet_net"][ly] for ly in net_layers),
-            *(s["frechet_judge"][ly] for ly in judge_layers),
+            *(m.get(k, float("nan")) for k in scalars),
+            *(m["frechet_net"][ly] for ly in net_layers),
+            *(m["frechet_judge"][ly] for ly in judge_layers),
         ]
-        lines.append(
-            "| " + " | ".join(c if isinstance(c, str) else f"{c:.3g}" for c in cells) + " |"
-        )
+        lines.append("| " + " | ".join([method, *(f"{c:.3g}" for c in cells)]) + " |")
     return "\n".join(lines)
 
 
-def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int = 2) -> Path:
-    """Rows of classes; column groups real | each of ``GRID_METHODS`` (k images each)."""
+def picture_grid(
+    run: Path, real_root: Path, path: Path, methods: list[str], k: int = 4, scale: int = 2
+) -> Path:
+    """Rows of classes; column groups real | each of ``methods`` (k images each)."""
     groups: list[list[list[np.ndarray]]] = []
     for cls in GRID_CLASSES:
         idx = DIGIT_NAMES.index(cls)
@@ -165,7 +238,7 @@ def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int 
                 for p in sorted((real_root / cls).glob("*.png"))[:k]
             ]
         ]
-        for method in GRID_METHODS:
+        for method in methods:
             folder = run / "samples" / method / f"fc8_{idx}"
             row.append(
                 [
@@ -190,142 +263,109 @@ def picture_grid(run: Path, real_root: Path, path: Path, k: int = 4, scale: int 
     return path
 
 
-def _load(folder: Path, pattern: str = "*.png") -> list[np.ndarray]:
-    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob(pattern))]
-
-
-def neighbour_grid(
-    run: Path, run_meta: dict[str, Any], measured: dict[str, Any], path: Path, scale: int = 3
-) -> Path:
-    """Per class, generator samples with their nearest fitting-half and held-out digits.
-
-    Each triple is sample | nearest fitting-half digit | nearest held-out digit, in the
-    judge's features (the neighbours :func:`actstats.eval.metrics.memorization` found).
-    """
-    fit_root, hold_root = run / run_meta["real_root"], run / run_meta["holdout_root"]
-    rows = []
-    for cls in GRID_CLASSES:
-        m = measured["classes"][cls]["generator"]
-        samples = _load(
-            run / "samples" / "generator" / f"fc8_{DIGIT_NAMES.index(cls)}", "sample_*.png"
-        )
-        fit, hold = _load(fit_root / cls), _load(hold_root / cls)
-        row = []
-        for i, img in enumerate(samples[:4]):
-            gap = np.full((32, 6, 3), 255, np.uint8)
-            row += [img, fit[m["nearest_fit"][i]], hold[m["nearest_holdout"][i]], gap]
-        rows.append(np.concatenate(row, axis=1))
-    canvas = np.concatenate(
-        [np.pad(r, ((2, 2), (0, 0), (0, 0)), constant_values=255) for r in rows]
-    )
-    Image.fromarray(canvas).resize(
-        (canvas.shape[1] * scale, canvas.shape[0] * scale), Image.Resampling.NEAREST
-    ).save(path)
-    return path
-
-
-def generator_cost(run: Path) -> dict[str, Any]:
-    """Training time of the run's generator: minutes per 1k images (one pass) and the total."""
-    manifest = json.loads((run / "generator" / "manifest.json").read_text())
-    epochs = len(manifest["history"])
-    passes = epochs * manifest["n_images"] / 1000.0
-    return {
-        "epochs": epochs,
-        "n_images": manifest["n_images"],
-        "seconds": manifest["seconds"],
-        "minutes_per_1k_images": manifest["seconds"] / 60.0 / passes,
-        "training": manifest["training"],
-        "history_first_last": [manifest["history"][0], manifest["history"][-1]],
-    }
-
-
 def _verdict(met: bool | None) -> str:
     return "REPORT" if met is None else "MET" if met else "NOT MET"
 
 
+def run_seed(
+    run: Path, seed: int, args: argparse.Namespace, variants: dict[str, Any]
+) -> dict[str, Any]:
+    """One seed of the demo path; its summary with each method's outlier fraction."""
+    run_demo(
+        run,
+        cache=args.cache,
+        config=DemoConfig(
+            classes=tuple(args.classes),
+            methods=tuple(args.methods),
+            n=args.n,
+            seed=seed,
+            variants=tuple((k, r, tuple(o.items())) for k, (r, o) in variants.items()),
+            explain=False,
+            split=args.split,
+        ),
+        reporter=RichReporter(progress=False),
+    )
+    measured = json.loads((run / "realism.json").read_text())
+    for method, summary in measured["summary"].items():
+        if method != "real":
+            summary["outlier_fraction"] = outlier_fraction(run, method)
+    return measured
+
+
 def main() -> None:
-    """Run the demo path at benchmark size, measure, print, save."""
+    """Run the demo path once per seed at benchmark size, measure, print, save."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="cpu")
     parser.add_argument("--n", type=int, default=8, help="samples per class and method")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--split", default="test", choices=("test", "validation"))
+    parser.add_argument("--variant", action="append", default=[], help="NAME:RECIPE:k=v,...")
+    parser.add_argument("--only-variants", action="store_true", help="no default variants")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--classes", nargs="+", default=list(DIGIT_NAMES), choices=DIGIT_NAMES)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     parser.add_argument("--cache", default=None, help="demo cache (default: the demo's)")
-    parser.add_argument("--out", default=None, help="run folder (default: a temporary one)")
-    parser.add_argument("--generator-epochs", type=int, default=10)
-    parser.add_argument(
-        "--reuse",
-        action="store_true",
-        help="measure the finished run in --out again instead of running the demo "
-        "(its wall time is then not known: reported as null)",
-    )
     args = parser.parse_args()
-    if args.reuse and not args.out:
-        parser.error("--reuse needs --out RUN")
+    variants = {} if args.only_variants else dict(VARIANTS)
+    variants |= dict(parse_variant(v) for v in args.variant)
     console = Console()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Path(args.out or tmp)
-        start = time.perf_counter()
-        load_before = os.getloadavg()
-        if not args.reuse:
-            run_demo(
-                run,
-                cache=args.cache,
-                config=DemoConfig(
-                    n=args.n,
-                    seed=args.seed,
-                    variants=(ABLATION_VARIANT, GENERATOR_NLL_VARIANT),
-                    explain=False,
-                    generator_epochs=args.generator_epochs,
-                ),
-                reporter=RichReporter(progress=False),
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
+        dirs = [Path(tmp) / f"seed{seed}" for seed in args.seeds]
+        runs = list(pool.map(run_seed, dirs, args.seeds, repeat(args), repeat(variants)))
+        shown = [m for m in GRID_METHODS if m in runs[0]["summary"]]
+        if set(GRID_CLASSES) <= set(args.classes):
+            meta = json.loads((dirs[0] / "run.json").read_text())
+            picture_grid(
+                dirs[0],
+                dirs[0] / meta["real_root"],
+                RESULTS / f"realism-{args.label}-grid.png",
+                shown,
             )
-        seconds = None if args.reuse else time.perf_counter() - start
-        measured = json.loads((run / "realism.json").read_text())
-        run_meta = json.loads((run / "run.json").read_text())
-        grid = picture_grid(
-            run, run / run_meta["real_root"], RESULTS / f"realism-{args.label}-grid.png"
-        )
-        neighbours = neighbour_grid(
-            run, run_meta, measured, RESULTS / f"realism-{args.label}-neighbours.png"
-        )
-        cost = generator_cost(run) | {"load_average_before": load_before, "after": os.getloadavg()}
-    summary = measured["summary"]
-    checked = goals(summary)
-    md = table(summary)
+    seconds = time.perf_counter() - start
+    stats = aggregate([r["summary"] for r in runs])
+    means = {m: s["mean"] for m, s in stats.items()}
+    checked = goals(means) if all(m in means for m in ("simonyan", *STATS_METHODS)) else []
+    md, full = table(stats), layer_table(stats)
     goal_md = "\n".join(f"- {_verdict(g['met'])}: {g['goal']}: {g['value']:.3g}" for g in checked)
     console.print(md)
     console.print(goal_md)
     result = {
         "label": args.label,
+        "split": args.split,
         "n_per_class_and_method": args.n,
-        "seed": args.seed,
-        "classes": len(measured["classes"]),
+        "seeds": args.seeds,
+        "variants": variants,
+        "classes": len(runs[0]["classes"]),
         "seconds": seconds,
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "summary": summary,
+        "summary": stats,
+        "per_seed": [r["summary"] for r in runs],
         "goals": checked,
-        "per_class": measured["classes"],
-        "definitions": measured["definitions"],
-        "grid": grid.name,
-        "neighbours": neighbours.name,
-        "generator_training": cost,
+        "definitions": runs[0]["definitions"]
+        | {"outlier_fraction": "fraction of prior-layer units with |z| > 3 under the class model"},
     }
     (RESULTS / f"realism-{args.label}.json").write_text(json.dumps(result, indent=1))
+    shown = [m for m in GRID_METHODS if m in stats]
+    picture = (
+        f"![real ({args.split} split) | {' | '.join(shown)}](realism-{args.label}-grid.png)\n\n"
+        if set(GRID_CLASSES) <= set(args.classes)
+        else f"(No picture grid: it shows the classes {', '.join(GRID_CLASSES)}, and this run "
+        f"sampled {len(args.classes)}.)\n\n"
+    )
+    if not checked:
+        goal_md = "(The goals compare `simonyan`, `suppress` and `ancestral`; this run did not "
+        goal_md += "sample them all, so none is evaluated.)"
     (RESULTS / f"realism-{args.label}.md").write_text(
-        f"# Realism benchmark ({args.label})\n\n{len(measured['classes'])} digit classes, "
-        f"{args.n} samples per class and method, seed {args.seed}, "
-        + (f"{seconds:.0f} s (whole demo path)" if seconds is not None else "run measured again")
-        + f".\n\n{md}\n\n## Goals\n\n{goal_md}\n\n"
-        f"![real | {' | '.join(GRID_METHODS)}]({grid.name})\n\n"
-        f"## Generator\n\nDecoder fc6 -> pixels trained {cost['epochs']} epochs on "
-        f"{cost['n_images']} images in {cost['seconds']:.0f} s: "
-        f"{cost['minutes_per_1k_images']:.2f} CPU minutes per 1k images per pass "
-        f"(1-min load average {cost['load_average_before'][0]:.1f} when this script started, "
-        f"on {os.cpu_count()} cores shared with other jobs).\n\n"
-        f"Generator samples | nearest fitting-half digit | nearest held-out digit "
-        f"(judge features):\n\n![neighbours]({neighbours.name})\n\n## Definitions\n\n"
-        + "\n".join(f"- **{k}**: {v}" for k, v in measured["definitions"].items())
+        f"# Realism benchmark ({args.label})\n\n{result['classes']} digit classes "
+        f"({', '.join(args.classes)}), {args.n} "
+        f"samples per class and method, seeds {', '.join(map(str, args.seeds))}, measured on "
+        f"the **{args.split}** split; mean ± sd over seeds; {seconds:.0f} s "
+        f"(`python benchmarks/realism.py {' '.join(sys.argv[1:])}`).\n\n"
+        f"{md}\n\n## Goals (seed means)\n\n{goal_md}\n\n{picture}"
+        f"## Every metric and layer (seed means)\n\n{full}\n\n## Definitions\n\n"
+        + "\n".join(f"- **{k}**: {v}" for k, v in result["definitions"].items())
         + "\n"
     )
 

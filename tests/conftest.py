@@ -28,7 +28,7 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def digits_holdout_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The other half of the digits, never used for training or fitting."""
-    return write_digit_folders(tmp_path_factory.mktemp("digits") / "holdout", holdout=True)
+    return write_digit_folders(tmp_path_factory.mktemp("digits") / "holdout", split="holdout")
 
 
 @pytest.fixture(scope="session")
@@ -89,12 +89,15 @@ def fit_digits_models(
     """Collect the digits with the trained net and fit them: ``make(layers, reduce, classes)``.
 
     The real collect -> fit path, a few seconds per call; each test module picks the
-    layers and classes it needs and gets back the model directory.
+    layers and classes it needs (and ``fit_store`` options such as ``mixture``) and gets
+    back the model directory.
     """
     from actstats.pipeline.collect import collect
     from actstats.pipeline.fit import fit_store
 
-    def make(layers: list[str], reduce: dict[str, str], classes: list[str] | None = None) -> Path:
+    def make(
+        layers: list[str], reduce: dict[str, str], classes: list[str] | None = None, **fit: str
+    ) -> Path:
         base = tmp_path_factory.mktemp("models")
         collect(
             digits_root,
@@ -104,7 +107,7 @@ def fit_digits_models(
             reduce=reduce,
             classes=classes,
         )
-        fit_store(base / "store.zarr", base / "models")
+        fit_store(base / "store.zarr", base / "models", **fit)
         return base / "models"
 
     return make

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from actstats.cli import app
 from actstats.demo import run as demo
+from actstats.demo.digits import write_digit_folders
 from actstats.errors import ActstatsError
 
 
@@ -20,7 +21,6 @@ from actstats.errors import ActstatsError
 def seeded_cache(
     tmp_path: Path,
     digits_root: Path,
-    digits_holdout_root: Path,
     digits_weights: Path,
     judge_weights: Path,
 ) -> Path:
@@ -28,7 +28,8 @@ def seeded_cache(
     cache = tmp_path / "cache"
     target = demo.cache_dir(cache)
     shutil.copytree(digits_root, target / "digits-train")
-    shutil.copytree(digits_holdout_root, target / "digits-holdout")
+    for split in ("validation", "test"):
+        write_digit_folders(target / f"digits-{split}", split=split)
     shutil.copy(digits_weights, target / "digits_vgg.pth")
     shutil.copy(judge_weights, target / "digits_judge.pth")
     return cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import actstats.cli
-from actstats.demo.digits import DIGIT_NAMES
+from actstats.demo.digits import DIGIT_NAMES, digit_scenes
 from actstats.errors import ActstatsError
 from actstats.explain.localize import localize, seed_masks
 from actstats.explain.saliency import saliency_map
 from actstats.net.names import parse_neuron
 from actstats.net.network import Network
 from actstats.pipeline.explain import load_input
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+from localization import LOCALIZER, evaluate, load_test_digits
 
 runner = CliRunner()
 
@@ -96,3 +100,33 @@ def test_cli_localize(digits_root: Path, digits_network_args: list[str], tmp_pat
         int(xs.max()) + 1,
         int(ys.max()) + 1,
     ]
+
+
+def test_digit_scenes_boxes_are_the_ink() -> None:
+    """On a black background (darken 0) the scene is the ink: its box is where it is bright."""
+    digits = np.zeros((3, 32, 32, 3), np.uint8)
+    digits[:, 6:26, 10:22] = 255
+    scenes, boxes = digit_scenes(digits, darken=0.0, seed=3)
+    for scene, box in zip(scenes, boxes, strict=True):
+        ys, xs = np.nonzero(scene[..., 0] > 127)
+        assert tuple(box) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert (box[2] - box[0]) * (box[3] - box[1]) < 0.6 * 32 * 32  # not the whole frame
+    again, _ = digit_scenes(digits, darken=0.0, seed=3)
+    np.testing.assert_array_equal(scenes, again)
+
+
+def test_pasted_digits_window_search_beats_both_baselines(
+    digits_holdout_root: Path, digits_net: Network
+) -> None:
+    """Digits pasted onto photographs (benchmarks/localization.py at test size): the window
+    search + GraphCut box overlaps the ink better than the whole frame and a centre box of
+    the right size; the plain saliency GraphCut is reported beside it."""
+    digits, labels = load_test_digits(digits_holdout_root, 2)
+    scenes, boxes = digit_scenes(digits, seed=0)
+    result = evaluate(digits_net, scenes, labels, boxes)
+    means = result["mean_iou"]
+    print("pasted digits mean IoU", {k: round(v, 3) for k, v in means.items()})
+    assert means[LOCALIZER] > means["centre box"] > means["whole frame"]
+    assert means["whole frame"] == pytest.approx(
+        np.mean([(b[2] - b[0]) * (b[3] - b[1]) / 32**2 for b in boxes])
+    )

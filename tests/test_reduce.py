@@ -78,3 +78,9 @@ def test_reduce_options() -> None:
     assert parse_reduce_options(["a=grid:2", "b = mean"]) == {"a": "grid:2", "b": "mean"}
     with pytest.raises(ActstatsError, match=r"expected LAYER=full\|mean\|grid:S"):
         parse_reduce_options(["conv4_3"])
+
+
+def test_reduce_option_splits_at_the_first_equals_sign() -> None:
+    """``LAYER=VALUE`` splits once, at the first ``=``: the rest is the (bad) value."""
+    with pytest.raises(ActstatsError, match=r"--reduce 'grid:2=x': use full, mean or grid:S"):
+        parse_reduce_options(["conv1_1=grid:2=x"])

@@ -133,3 +133,76 @@ def test_mixture_layer_model_fit_separates_two_clusters():
     assert labels[0] != labels[-1]
     np.testing.assert_allclose(mix.mean_, X.mean(axis=0))
     np.testing.assert_allclose(sorted(mix.weights_), [0.5, 0.5], atol=1e-6)
+
+
+def _joint(weights, means, covs, bases) -> JointModel:
+    j = JointModel()
+    j.layers_ = ("a", "b")
+    j.basis_mean_a_, j.basis_a_, j.basis_mean_b_, j.basis_b_ = bases
+    j.weights_, j.means_, j.covariances_ = (
+        np.asarray(v, dtype=np.float64) for v in (weights, means, covs)
+    )
+    j.n_samples_ = 0
+    return j
+
+
+def _spd(rng: np.random.Generator, d: int, scale: float) -> np.ndarray:
+    M = rng.normal(size=(d, d))
+    return scale * (M @ M.T / d + 0.2 * np.eye(d))
+
+
+def test_mixture_posterior_with_unequal_covariances_equals_scipy():
+    """Overlapping components whose covariances differ 100x in scale: the posterior weights
+    hinge on each component's log-determinant, so they must equal scipy's densities."""
+    rng = np.random.default_rng(5)
+    covs = [_spd(rng, 5, 0.1), _spd(rng, 5, 10.0), _spd(rng, 5, 1.0)]
+    means = rng.normal(scale=0.3, size=(3, 5))
+    j = _joint([0.5, 0.3, 0.2], means, covs, IDENT)
+    c = j.conditional("a", "b")
+    g = rng.normal(scale=[[0.5], [3.0], [1.0]], size=(3, 2))  # near the narrow, wide, middle
+    dens = np.stack(
+        [
+            w * multivariate_normal(m[3:], S[3:, 3:]).pdf(g)
+            for w, m, S in zip(j.weights_, means, covs, strict=True)
+        ],
+        1,
+    )
+    want = dens / dens.sum(1, keepdims=True)
+    got = c.posterior_weights(g)
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)
+    assert got.max(1).min() < 0.99  # no trivially one-hot rows: the test can tell weights apart
+    # the mixture conditional mean and the sampled component frequencies follow these weights
+    comp = [_brute(m, S, [3, 4], g)[0] for m, S in zip(means, covs, strict=True)]
+    np.testing.assert_allclose(
+        c.mean(g), sum(want[:, [k]] * comp[k] for k in range(3)), rtol=1e-7, atol=1e-9
+    )
+    draws = c.sample(g[1], n_samples=20000, random_state=0)
+    expect_mean = sum(want[1, k] * comp[k][1] for k in range(3))
+    np.testing.assert_allclose(draws.mean(0), expect_mean, atol=0.1)
+
+
+def test_fixed_unit_is_pinned_exactly_by_matheron_update():
+    """Condition a joint mixture on one unit of layer b (non-zero basis mean, rotated basis):
+    every draw of layer b carries that unit at exactly the given value."""
+    rng = np.random.default_rng(6)
+    basis_a = np.linalg.qr(rng.normal(size=(4, 3)))[0]
+    basis_b = np.linalg.qr(rng.normal(size=(3, 2)))[0]
+    bases = (rng.normal(size=4) + 2.0, basis_a, rng.normal(size=3) - 2.3, basis_b)
+    covs = [_spd(rng, 5, 1.0), _spd(rng, 5, 3.0)]
+    j = _joint([0.6, 0.4], rng.normal(size=(2, 5)), covs, bases)
+    for value in (0.7, -1.5):
+        b_given_unit = j.conditional("b", ("b", 1))
+        draws = b_given_unit.sample(value, n_samples=50, random_state=1)
+        np.testing.assert_allclose(draws[:, 1], value, atol=1e-6)
+        np.testing.assert_allclose(b_given_unit.mean(value)[:, 1], value, atol=1e-6)
+    # and the other layer's draws follow the Gaussian brute force of each component (K=1)
+    j1 = _joint([1.0], j.means_[:1], covs[:1], bases)
+    a_given = j1.conditional("a", ("b", 1))
+    # unit 1 of b is y @ H + c with H its basis row: condition y on that linear observation
+    H = np.zeros((5, 1))
+    H[3:, 0] = basis_b[1]
+    m, S = condition_gaussian(j1.means_[0], covs[0], H, np.array([bases[2][1]]), np.array([[0.7]]))
+    np.testing.assert_allclose(a_given.mean(0.7), bases[0] + m[:, :3] @ basis_a.T, atol=1e-8)
+    draws = a_given.sample(0.7, n_samples=40000, random_state=0)
+    np.testing.assert_allclose(draws.mean(0), (bases[0] + m[:, :3] @ basis_a.T)[0], atol=0.04)
+    np.testing.assert_allclose(np.cov(draws.T), basis_a @ S[:3, :3] @ basis_a.T, atol=0.05)

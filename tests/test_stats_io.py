@@ -149,3 +149,31 @@ def test_missing_dir_and_overwrite(saved, tmp_path):
     (tmp_path / "empty").mkdir()
     save_models(load(saved), tmp_path / "empty")  # an empty folder is filled
     assert load(tmp_path / "empty").classes == load(saved).classes
+
+
+def test_array_path_outside_the_directory_refused(saved, tmp_path):
+    """A forged manifest points at a well-formed .npy beside the model, hash and all."""
+    p = _copy(saved, tmp_path)
+    man, f = _entry_file(p)
+    outside = tmp_path / "elsewhere.npy"
+    outside.write_bytes(f.read_bytes())
+    meta = man["entries"][0]["arrays"]["mean"]
+    meta["file"] = "arrays/../../elsewhere.npy"  # matches the schema's file pattern
+    (p / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(
+        ActstatsError, match=r"array file arrays/\.\./\.\./elsewhere\.npy lies outside"
+    ):
+        load(p)
+    meta["file"] = "arrays/../" + str(f.relative_to(p))  # a detour that stays inside loads
+    (p / "manifest.json").write_text(json.dumps(man))
+    np.testing.assert_array_equal(
+        load(p)["cat"].gaussian("a").mean_, load(saved)["cat"].gaussian("a").mean_
+    )
+
+
+def test_wrong_dtype_refused(saved, tmp_path):
+    p = _copy(saved, tmp_path)
+    _, f = _entry_file(p)
+    _replace(p, lambda g: np.save(g, np.load(f).astype(np.float32)))
+    with pytest.raises(ActstatsError, match=r"has dtype <f4; the manifest says <f8"):
+        load(p)

@@ -21,11 +21,14 @@ from torch import nn
 from actstats.net.preprocessing import Preprocessing
 
 __all__ = [
+    "BACKGROUNDS",
     "DIGITS_JUDGE_LAYERS",
     "DIGITS_NET_LAYERS",
     "DIGITS_PREPROCESSING",
     "DIGIT_NAMES",
+    "SPLITS",
     "DigitsVGG",
+    "digit_scenes",
     "digits_judge",
     "digits_vgg",
     "load_digit_folder_tensors",
@@ -40,6 +43,8 @@ DIGITS_NET_LAYERS = ("conv1_1", "conv2_1", "conv3_2", "conv4_1", "conv5_1", "fc6
 DIGITS_JUDGE_LAYERS = ("body.2", "body.6", "body.10")
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_SIZE = 32
+#: (start, step) of each split over a class's samples in scikit-learn's order.
+SPLITS = {"fit": (0, 2), "holdout": (1, 2), "validation": (1, 4), "test": (3, 4)}
 DIGITS_PREPROCESSING = Preprocessing(
     resize=IMAGE_SIZE, crop=IMAGE_SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
 )
@@ -50,14 +55,19 @@ def write_digit_folders(
     *,
     per_class: int | None = None,
     classes: tuple[str, ...] = DIGIT_NAMES,
-    holdout: bool = False,
+    split: str = "fit",
 ) -> Path:
-    """Write scikit-learn's digits as ``root/<name>/<i>.png`` (32x32 RGB) and return root.
+    """Write one split of scikit-learn's digits as ``root/<name>/<i>.png`` (32x32 RGB).
 
-    ``holdout=False`` writes the even-numbered samples of each class, ``True`` the
-    odd ones, so a judge or a pixel-space reference can use images the fitted
-    statistics never saw.
+    Splits (:data:`SPLITS`, per class in scikit-learn's order): ``fit`` the even-numbered
+    samples (the networks, the judge and the statistics learn from them); the odd ones are
+    ``holdout``, alternately ``validation`` (for choosing defaults) and ``test`` (for the
+    reported numbers), so no reported number is measured on an image anything learned
+    from or was tuned on.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: use one of {', '.join(SPLITS)}")
+    start, step = SPLITS[split]
     from sklearn.datasets import load_digits
 
     root = Path(root)
@@ -67,7 +77,7 @@ def write_digit_folders(
             continue
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
-        idx = np.flatnonzero(digits.target == label)[int(holdout) :: 2]
+        idx = np.flatnonzero(digits.target == label)[start::step]
         for i in idx[:per_class]:
             pixels = (digits.images[i] / 16.0 * 255.0).astype(np.uint8)
             img = Image.fromarray(pixels, mode="L").resize(
@@ -219,3 +229,74 @@ def _blank_wrapped(x: torch.Tensor, dy: int, dx: int, value: float) -> torch.Ten
     elif dx < 0:
         x[:, :, :, dx:] = value
     return x
+
+
+#: scikit-image's bundled photographs (no download), the natural backgrounds of
+#: :func:`digit_scenes`.
+BACKGROUNDS = (
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "grass",
+    "gravel",
+    "brick",
+    "clock",
+)
+
+
+def _photos() -> list[np.ndarray]:
+    import skimage.data
+
+    photos = []
+    for name in BACKGROUNDS:
+        img = np.asarray(getattr(skimage.data, name)())
+        photos.append(np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3])
+    return photos
+
+
+def digit_scenes(
+    digits: np.ndarray,
+    *,
+    size: int = IMAGE_SIZE,
+    scale: tuple[float, float] = (0.45, 0.75),
+    darken: float = 0.6,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paste each digit onto a natural background at a random scale and position.
+
+    ``digits`` are (n, h, w, 3) uint8 digit images (white ink on black). Each becomes
+    a ``size`` x ``size`` scene: a random crop (64 to 256 px) of one of scikit-image's
+    photographs (:data:`BACKGROUNDS`), resized and darkened by ``darken``, with the digit
+    resized to a side of ``scale`` times ``size`` and composited as ink (its brightness is
+    the alpha) at a random position. Localization then has a real answer that is not the
+    whole frame.
+
+    Returns
+    -------
+    scenes : ndarray of shape (n, size, size, 3), uint8
+    boxes : ndarray of shape (n, 4), int
+        The ink's box ``(x0, y0, x1, y1)`` (half-open) where the ink is above half.
+    """
+    rng = np.random.default_rng(seed)
+    photos = _photos()
+    scenes = np.empty((len(digits), size, size, 3), np.uint8)
+    boxes = np.empty((len(digits), 4), int)
+    for i, digit in enumerate(np.asarray(digits)):
+        photo = photos[rng.integers(len(photos))]
+        side = int(rng.integers(64, min(256, *photo.shape[:2]) + 1))
+        y, x = (int(rng.integers(0, d - side + 1)) for d in photo.shape[:2])
+        crop = Image.fromarray(photo[y : y + side, x : x + side]).resize((size, size))
+        canvas = np.asarray(crop, dtype=np.float64) * darken
+        s = round(size * rng.uniform(*scale))
+        ink = Image.fromarray(digit).convert("L").resize((s, s), Image.Resampling.BILINEAR)
+        alpha = np.asarray(ink, dtype=np.float64)[..., None] / 255.0
+        y0, x0 = (int(rng.integers(0, size - s + 1)) for _ in range(2))
+        patch = canvas[y0 : y0 + s, x0 : x0 + s]
+        canvas[y0 : y0 + s, x0 : x0 + s] = alpha * 255.0 + (1.0 - alpha) * patch
+        scenes[i] = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+        ys, xs = np.nonzero(alpha[..., 0] > 0.5)
+        boxes[i] = (x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1)
+    return scenes, boxes

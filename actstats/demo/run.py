@@ -1,8 +1,8 @@
 """``actstats demo``: the whole pipeline on scikit-learn's digits, on a CPU, in minutes.
 
-Nothing is downloaded. The first run writes the digits as class folders (the
-fitting half and the held-out half) and trains the VGG-shaped digits network
-and the judge network, seeded, under a cache directory (``--cache``, else
+Nothing is downloaded. The first run writes the digits as class folders (three
+splits: fit, validation, test; :data:`actstats.demo.digits.SPLITS`) and trains the
+VGG-shaped digits network and the judge network, seeded, under a cache directory (``--cache``, else
 ``$ACTSTATS_CACHE``, else ``~/.cache/actstats``; in ``demo-v1/``). Then it runs
 the same library calls as ``actstats collect``, ``actstats fit`` and
 ``actstats sample`` (for every class's output unit, with every method), measures
@@ -86,6 +86,8 @@ DEMO_GENERATOR_LAYER = "fc6"
 NET_FACTORY = "actstats.demo.digits:digits_vgg"
 JUDGE_FACTORY = "actstats.demo.digits:digits_judge"
 _CACHE_VERSION = "demo-v1"
+#: Cache folder of each digits split.
+_SPLIT_FOLDERS = {"fit": "digits-train", "validation": "digits-validation", "test": "digits-test"}
 
 
 class DemoReporter(Protocol):
@@ -143,6 +145,9 @@ class DemoConfig:
     explain: bool = True
     #: Epochs of the ``generator`` method's decoder (trained on the run's store, fc6).
     generator_epochs: int = 10
+    #: The split realism is measured on: ``test`` for reported numbers, ``validation``
+    #: while choosing defaults (the fit split trained the networks and the statistics).
+    split: str = "test"
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -156,13 +161,22 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class DemoAssets:
-    """The cached inputs: real class folders (fitting and held-out halves) and weights."""
+    """The cached inputs: real class folders (fit, validation, test splits) and weights."""
 
     train_root: Path
-    holdout_root: Path
+    validation_root: Path
+    test_root: Path
     weights: Path
     judge_weights: Path
     accuracy: dict[str, float] = field(default_factory=dict)
+
+    def split_root(self, split: str) -> Path:
+        """The class folders of ``split`` (``fit``, ``validation`` or ``test``)."""
+        roots = {"fit": self.train_root, "validation": self.validation_root}
+        roots["test"] = self.test_root
+        if split not in roots:
+            raise ActstatsError(f"split {split!r}: use one of {', '.join(roots)}")
+        return roots[split]
 
 
 def cache_dir(cache: str | Path | None = None) -> Path:
@@ -174,7 +188,7 @@ def cache_dir(cache: str | Path | None = None) -> Path:
 def _assets_cached(cache: str | Path | None = None) -> bool:
     """Whether :func:`prepare_assets` will only read the cache (nothing to write or train)."""
     root = cache_dir(cache)
-    folders = (root / "digits-train", root / "digits-holdout")
+    folders = tuple(root / f for f in _SPLIT_FOLDERS.values())
     weights = (root / "digits_vgg.pth", root / "digits_judge.pth")
     return all(f.is_dir() for f in folders) and all(w.is_file() for w in weights)
 
@@ -192,14 +206,16 @@ def prepare_assets(
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ActstatsError(f"cache {root}: cannot create it ({exc}); pass --cache DIR") from None
-    train, holdout = root / "digits-train", root / "digits-holdout"
-    for folder, is_holdout in ((train, False), (holdout, True)):
+    for split, name in _SPLIT_FOLDERS.items():
+        folder = root / name
         if not folder.is_dir():
-            say(f"writing scikit-learn digits to {folder}")
+            say(f"writing scikit-learn digits ({split} split) to {folder}")
             tmp = folder.with_name(folder.name + ".tmp")
-            write_digit_folders(tmp, holdout=is_holdout)
+            write_digit_folders(tmp, split=split)
             tmp.rename(folder)
+    train = root / _SPLIT_FOLDERS["fit"]
     accuracy = _read_json(root / "accuracy.json")
+    trained = False
     for name, factory, seed, epochs in (
         ("digits_vgg", digits_vgg, 0, 30),
         ("digits_judge", digits_judge, 1, 12),
@@ -214,9 +230,20 @@ def prepare_assets(
         torch.save(module.state_dict(), path.with_suffix(".tmp"))
         path.with_suffix(".tmp").rename(path)
         accuracy[name] = acc
+        trained = True
         say(f"  {name}: training accuracy {acc:.3f} in {time.perf_counter() - start:.0f} s")
-    (root / "accuracy.json").write_text(json.dumps(accuracy))
-    return DemoAssets(train, holdout, root / "digits_vgg.pth", root / "digits_judge.pth", accuracy)
+    if trained:  # atomically, and only when it changed: parallel runs read it
+        tmp = root / "accuracy.json.tmp"
+        tmp.write_text(json.dumps(accuracy))
+        tmp.rename(root / "accuracy.json")
+    return DemoAssets(
+        train,
+        root / _SPLIT_FOLDERS["validation"],
+        root / _SPLIT_FOLDERS["test"],
+        root / "digits_vgg.pth",
+        root / "digits_judge.pth",
+        accuracy,
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -239,27 +266,33 @@ def measure_realism(
     *,
     n_real: int,
     seed: int = 0,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Realism of ``samples[class][method]`` (uint8 images), plus real images as a floor.
 
-    The ``real`` row is ``n_real`` random fitting-half images per class, measured
-    exactly like the samples (same n, so the Fréchet bias of few samples matches).
+    Everything is measured on ``split`` (never the fit split the networks and statistics
+    learned from): per class, ``n_real`` random images of the split are the ``real`` row,
+    measured exactly like the samples (same n, so the Fréchet bias of few samples
+    matches), and the split's other images are the reference (Fréchet statistics, pixel
+    Gaussian), so the real row is out of sample too. The pixel NLL ratio's denominator is
+    the fit split's NLL under that Gaussian: the same for every row.
     Returns ``{"classes": {class: {method: metrics}}, "summary": ..., "definitions": ...}``.
     """
     rng = np.random.default_rng(seed)
     per_class: dict[str, dict[str, Any]] = {}
     for cls, by_method in samples.items():
-        fit_images = _load_uint8(assets.train_root / cls)
+        evaluation = _load_uint8(assets.split_root(split) / cls)
+        order = rng.permutation(len(evaluation))
+        real, reference = evaluation[order[:n_real]], evaluation[order[n_real:]]
         ref = realism.build_reference(
             network,
             judge,
             DIGIT_NAMES.index(cls),
-            fit_images,
-            _load_uint8(assets.holdout_root / cls),
+            _load_uint8(assets.train_root / cls),
+            reference,
             net_layers=DIGITS_NET_LAYERS,
             judge_layers=DIGITS_JUDGE_LAYERS,
         )
-        real = fit_images[rng.choice(len(fit_images), size=n_real, replace=False)]
         per_class[cls] = {
             m: realism.measure_images(imgs, ref, network, judge) for m, imgs in by_method.items()
         }
@@ -309,7 +342,7 @@ def explain_digits(
     net = {"network": NET_FACTORY, "weights": str(assets.weights), "device": "cpu"}
     digits = []
     for cls, k in picks:
-        image = sorted((assets.holdout_root / cls).glob("*.png"))[k]
+        image = sorted((assets.test_root / cls).glob("*.png"))[k]
         folder = out / "explain" / f"{cls}_{image.stem}"
         neuron = f"fc8:{DIGIT_NAMES.index(cls)}"
         saliency_png, _ = run_saliency(image, neuron, folder / "saliency.png", **net)
@@ -471,7 +504,7 @@ def run_demo(
     with reporter.stage(stage + 1, total, "measure realism (judge network, held-out digits)"):
         judge = load_network(JUDGE_FACTORY, str(assets.judge_weights), device="cpu")
         measured = measure_realism(
-            network, judge, assets, samples, n_real=config.n, seed=config.seed
+            network, judge, assets, samples, n_real=config.n, seed=config.seed, split=config.split
         )
         (out / "realism.json").write_text(json.dumps(measured, indent=1))
     if config.explain:
@@ -487,8 +520,8 @@ def run_demo(
                 {
                     "description": "actstats demo: scikit-learn digits, the VGG-shaped digits "
                     "network; samples for each class's output unit (fc8) by every method.",
-                    "real_root": os.path.relpath(assets.train_root, out),
-                    "holdout_root": os.path.relpath(assets.holdout_root, out),
+                    "real_root": os.path.relpath(assets.split_root(config.split), out),
+                    "fit_root": os.path.relpath(assets.train_root, out),
                     "config": asdict(config),
                     "assets": {k: str(v) for k, v in asdict(assets).items()},
                 },

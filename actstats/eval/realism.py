@@ -13,8 +13,9 @@ PNG) and the real images of that class, :func:`measure_images` reports
   (the FID recipe), per layer, in both networks;
 * ``pixel_nll_ratio`` - ``mean NLL(generated) / mean NLL(real)`` under a
   per-class Gaussian on RGB pixels in 8-bit units (0..255), with a Ledoit-Wolf
-  shrunk covariance fitted on the held-out real images; "real" are the class's
-  other (fitting-half) images, so both terms are out of sample. The ratio
+  shrunk covariance fitted on the evaluation split's reference images; the
+  denominator is the fit split's images (so the ratio of real evaluation images
+  is measured, not 1 by construction), and both terms are out of sample. The ratio
   depends on the pixel units through the normalizing constant, so
   ``pixel_nll_excess`` (``(mean NLL(gen) - mean NLL(real)) / D``, nats per
   pixel value) is reported too: a difference of log densities is unit-free;
@@ -69,12 +70,12 @@ DEFINITIONS = {
     "target_probability": "mean softmax probability of the class in the optimized network",
     "judge_agreement": "fraction of images the judge network (other architecture and seed) "
     "classifies as the class",
-    "frechet_net": "per layer, Fréchet distance between the images' and the held-out real "
-    "images' spatially averaged activations in the optimized network",
+    "frechet_net": "per layer, Fréchet distance between the images' and the evaluation "
+    "split's reference images' spatially averaged activations in the optimized network",
     "frechet_judge": "the same in the judge network",
-    "pixel_nll_ratio": "mean NLL(generated) / mean NLL(real fitting-half images) under a "
-    "per-class Ledoit-Wolf Gaussian on RGB pixels (0..255) fitted on "
-    "held-out images",
+    "pixel_nll_ratio": "mean NLL(images) / mean NLL(fit-split images) under a per-class "
+    "Ledoit-Wolf Gaussian on RGB pixels (0..255) fitted on the evaluation split's "
+    "reference images",
     "pixel_nll_excess": "(mean NLL(generated) - mean NLL(real)) / pixel values, nats; unit-free",
     "diversity_pixels": "mean pairwise Euclidean distance of the images, pixels in [0, 1]",
     "diversity_judge": "mean pairwise Euclidean distance in the judge's pooled features",
@@ -221,8 +222,9 @@ def build_reference(
     Fréchet distances are measured at ``net_layers`` of ``network`` and
     ``judge_layers`` of ``judge`` (the demo's are in :mod:`actstats.demo.digits`).
 
-    ``holdout_images`` (never seen by the fitted statistics) give the Fréchet
-    references and the pixel Gaussian; ``fit_images`` the real NLL.
+    ``holdout_images`` (never seen by the networks or the fitted statistics, nor
+    measured as the real row) give the Fréchet references and the pixel Gaussian;
+    ``fit_images`` the real NLL, the pixel NLL ratio's denominator.
     """
     pixels = fit_pixel_gaussian(holdout_images)
     net = pooled_features(network, holdout_images, net_layers)

@@ -27,7 +27,7 @@ from sklearn.mixture import GaussianMixture
 
 from actstats.errors import ActstatsError
 
-__all__ = ["Localization", "graphcut_segment", "localize", "seed_masks"]
+__all__ = ["Localization", "graphcut_segment", "localize", "localize_in_window", "seed_masks"]
 
 _RIGHT = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
 _DOWN = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]])
@@ -173,9 +173,47 @@ def localize(
     segmentation = graphcut_segment(
         np.asarray(image), fg, bg, gamma=gamma, components=components, seed=seed
     )
+    return _largest_box(segmentation, fg, bg)
+
+
+def _largest_box(segmentation: np.ndarray, fg: np.ndarray, bg: np.ndarray) -> Localization:
+    """The largest connected foreground component and its box."""
     labels, count = ndimage.label(segmentation)  # count >= 1: the seeds are hard constraints
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, count + 1))
     mask = labels == 1 + int(np.argmax(sizes))
     ys, xs = np.nonzero(mask)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     return Localization(box, mask, segmentation, fg, bg)
+
+
+def localize_in_window(
+    image: np.ndarray,
+    saliency: np.ndarray,
+    window: tuple[int, int, int, int],
+    *,
+    foreground: float = 0.90,
+    background: float = 0.30,
+    gamma: float = 2.0,
+    seed: int = 0,
+) -> Localization:
+    """:func:`localize` inside ``window``: every pixel outside it is a background seed.
+
+    ``saliency`` is the map of the window's crop (any size; resized to the window),
+    e.g. from :func:`actstats.explain.search.best_window`'s crop, where the network
+    sees the object; inside the window its ``foreground``/``background`` quantiles
+    seed the GraphCut over the whole ``image``.
+    """
+    x0, y0, x1, y1 = window
+    h, w = image.shape[:2]
+    sal = np.asarray(saliency, dtype=np.float64)
+    zoom = ((y1 - y0) / sal.shape[0], (x1 - x0) / sal.shape[1])
+    inner = ndimage.zoom(sal, zoom, order=1)[: y1 - y0, : x1 - x0]
+    full = np.zeros((h, w))
+    full[y0 : y0 + inner.shape[0], x0 : x0 + inner.shape[1]] = inner
+    inside = np.zeros((h, w), bool)
+    inside[y0:y1, x0:x1] = True
+    fg_in, bg_in = seed_masks(full[inside].reshape(-1, 1), foreground, background)
+    fg, bg = np.zeros((h, w), bool), ~inside
+    fg[inside], bg[inside] = fg_in[:, 0], bg_in[:, 0]
+    segmentation = graphcut_segment(np.asarray(image), fg, bg, gamma=gamma, seed=seed)
+    return _largest_box(segmentation, fg, bg)
