@@ -4,10 +4,9 @@ Issue #7's device benchmark. Measures, in one run on one device:
 
 * forward-only images/s of VGG16 (random weights) in float32, bf16 autocast +
   channels_last, and that plus ``torch.compile``;
-* decode-only limits and end-to-end images/s from JPEG files: CPU decode (PIL in
-  persistent DataLoader worker processes), GPU decode (``torchvision.io.decode_jpeg``
-  on CUDA, batched), and both at once (half the files each way); steady state: the
-  first batch (worker start-up, autotuning) is not timed;
+* end-to-end images/s from JPEG files: CPU decode (PIL in DataLoader worker
+  processes), GPU decode (``torchvision.io.decode_jpeg`` on CUDA, batched), and
+  both at once (half the files each way);
 
 and reports each against the forward-only rate and against VGG16's 31 GFLOPs
 per 224 px image. Writes ``benchmarks/results/gpu-throughput-<label>.{json,md}``.
@@ -124,68 +123,48 @@ def run_model(model, batch_u8: torch.Tensor, device: torch.device) -> None:
         model(x)
 
 
-def _steady(batches, model, device) -> float:
-    """Images/s over ``batches`` after the first (worker start-up, autotuning excluded).
-
-    With ``model`` None only the decoding is timed (a decode limit)."""
-    it = iter(batches)
-    first = next(it)
-    if model is not None:
-        run_model(model, first, device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0, n = time.perf_counter(), 0
-    for xb in it:
-        if model is not None:
-            run_model(model, xb, device)
-        n += len(xb)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n / (time.perf_counter() - t0)
-
-
 def cpu_decode_pass(model, paths, device, batch, size, workers) -> float:
-    """PIL decode in persistent DataLoader workers (one torch thread each)."""
     loader = torch.utils.data.DataLoader(
         _JpegFiles(paths, size),
         batch_size=batch,
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
+        persistent_workers=False,
         prefetch_factor=4 if workers else None,
-        worker_init_fn=lambda _: torch.set_num_threads(1),
     )
-    return _steady(loader, model, device)
+    t0 = time.perf_counter()
+    for xb in loader:
+        run_model(model, xb, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(paths) / (time.perf_counter() - t0)
 
 
-def _gpu_batches(paths, device, batch, size):
+def gpu_decode_pass(model, paths, device, batch, size) -> float:
     datas = [torchvision.io.read_file(str(p)) for p in paths]  # bytes in RAM: disk is not timed
     resize = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(size)])
+    t0 = time.perf_counter()
     for start in range(0, len(datas), batch):
         imgs = torchvision.io.decode_jpeg(
             datas[start : start + batch], device=device, mode=torchvision.io.ImageReadMode.RGB
         )
-        yield torch.stack([resize(im.float()) for im in imgs])
-
-
-def gpu_decode_pass(model, paths, device, batch, size) -> float:
-    """Batched nvjpeg decode and a per-image antialiased resize on the device."""
-    return _steady(_gpu_batches(paths, device, batch, size), model, device)
+        xb = torch.stack([resize(im.float()) for im in imgs])
+        run_model(model, xb, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(paths) / (time.perf_counter() - t0)
 
 
 def both_pass(model, paths, device, batch, size, workers) -> float:
-    """Half the files each way, in two threads; rate of the slower half times two."""
     half = len(paths) // 2
-    rates = {}
+    t0 = time.perf_counter()
     th = threading.Thread(
-        target=lambda: rates.update(
-            cpu=cpu_decode_pass(model, paths[:half], device, batch, size, workers)
-        )
+        target=cpu_decode_pass, args=(model, paths[:half], device, batch, size, workers)
     )
     th.start()
-    rates["gpu"] = gpu_decode_pass(model, paths[half:], device, batch, size)
+    gpu_decode_pass(model, paths[half:], device, batch, size)
     th.join()
-    return 2 * min(rates.values())
+    return len(paths) / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -223,22 +202,14 @@ def main() -> None:
     model = model.to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)
-        limits = {
-            "cpu_decode": cpu_decode_pass(None, paths, device, args.batch, args.size, args.workers)
-        }
         e2e = {
             "cpu_decode": cpu_decode_pass(model, paths, device, args.batch, args.size, args.workers)
         }
         if device.type == "cuda":
-            limits["gpu_decode"] = gpu_decode_pass(None, paths, device, args.batch, args.size)
-            limits["cpu_and_gpu_decode"] = both_pass(
-                None, paths, device, args.batch, args.size, args.workers
-            )
             e2e["gpu_decode"] = gpu_decode_pass(model, paths, device, args.batch, args.size)
             e2e["cpu_and_gpu_decode"] = both_pass(
                 model, paths, device, args.batch, args.size, args.workers
             )
-    result["decode_only"] = limits
     result["end_to_end"] = e2e
     best_fwd = max(result["forward"].values())
     result["end_to_end_over_forward"] = {k: v / best_fwd for k, v in e2e.items()}
@@ -256,8 +227,6 @@ def main() -> None:
     ]
     for k, v in result["forward"].items():
         lines.append(f"| forward {k} | {v:,.0f} | {result['forward_tflops'][k]:.0f} TFLOP/s |")
-    for k, v in limits.items():
-        lines.append(f"| decode only (limit), {k} | {v:,.0f} | |")
     for k, v in e2e.items():
         lines.append(f"| end to end, {k} | {v:,.0f} | {result['end_to_end_over_forward'][k]:.2f} |")
     (out / f"gpu-throughput-{label}.md").write_text("\n".join(lines) + "\n")

@@ -82,7 +82,7 @@ def store_sizes(model: str, weights: str | None) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
-        write_images(root, args.images, (294, 294))  # as before: 256 px crop of 294
+        write_images(root, args.images, 256, jpeg=True)
         rates = {"threads (in-process)": timed_collect(root, Path(tmp) / "t.zarr", args)}
         startup = {}
         for n in (1, 2):
