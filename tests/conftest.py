@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,47 @@ def fit_digits_models(
         return base / "models"
 
     return make
+
+
+@dataclass(frozen=True)
+class PlantedDigits:
+    """Class folders ``zero`` and ``one`` with a few ``seven``s planted into ``zero``."""
+
+    root: Path
+    store: Path
+    models: Path
+    planted: list[str]
+
+
+#: Layers of the planted store: a conv grid (for positions), an fc layer and the logits.
+PLANTED_LAYERS = ["conv3_2", "fc7", "fc8"]
+
+
+@pytest.fixture(scope="session")
+def planted_digits(
+    digits_root: Path,
+    digits_net: Network,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> PlantedDigits:
+    """Collect and fit a store whose ``zero`` folder hides four ``seven``s (mislabelled images)."""
+    from actstats.pipeline.collect import collect
+    from actstats.pipeline.fit import fit_store
+
+    base = tmp_path_factory.mktemp("planted")
+    root = base / "images"
+    for cls in ("zero", "one"):
+        shutil.copytree(digits_root / cls, root / cls)
+    planted = []
+    for k, src in enumerate(sorted((digits_root / "seven").glob("*.png"))[:4]):
+        name = f"planted_seven_{k}.png"
+        shutil.copy(src, root / "zero" / name)
+        planted.append(f"zero/{name}")
+    collect(
+        root,
+        base / "store.zarr",
+        network=digits_net,
+        layers=PLANTED_LAYERS,
+        reduce={"conv3_2": "grid:2"},
+    )
+    fit_store(base / "store.zarr", base / "models")
+    return PlantedDigits(root, base / "store.zarr", base / "models", planted)

@@ -14,6 +14,7 @@ from actstats.cli import (  # noqa: F401
     layers,
     report,
     sample,
+    top,
 )
 from actstats.cli.app import app
 
