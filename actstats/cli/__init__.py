@@ -12,6 +12,7 @@ from actstats.cli import (  # noqa: F401
     explain,
     fit,
     layers,
+    outliers,
     report,
     sample,
     top,

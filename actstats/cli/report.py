@@ -1,4 +1,4 @@
-"""``actstats report RUN_DIR``: an HTML page of a run's samples, metrics and plots."""
+"""``actstats report RUN_DIR``: an HTML page of a run's samples, exemplars, metrics and plots."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from actstats.cli.app import app, console, handle_errors
-from actstats.io.report import write_report
+from actstats.pipeline.report import run_report
 
 __all__ = ["report"]
 
@@ -19,8 +19,24 @@ def report(
     output: Path | None = typer.Option(
         None, "-o", "--output", help="HTML file [default: RUN_DIR/report.html]."
     ),
-    n_real: int = typer.Option(8, "--n-real", help="Real images shown per class."),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="Activation store: each neuron's real exemplars [default: run.json's].",
+    ),
+    models: str | None = typer.Option(
+        None, "--models", help="Model file: class outliers and the real-image NLL line."
+    ),
+    holdout: str | None = typer.Option(
+        None, "--holdout", help="Store of held-out real images: the NLL plot's reference line."
+    ),
+    root: Path | None = typer.Option(
+        None, "--root", help="Data root of the store's images [default: the recorded one]."
+    ),
+    n_real: int = typer.Option(8, "--n-real", help="Real images shown per neuron."),
 ) -> None:
-    """Write a self-contained report.html (images inline) with plots beside it."""
-    path = write_report(run_dir, out=output, n_real=n_real)
-    console.print(f"report: [bold]{path}[/]")
+    """Write one self-contained report.html (images inline, offline) with plots beside it."""
+    path = run_report(
+        run_dir, out=output, store=store, models=models, holdout=holdout, root=root, n_real=n_real
+    )
+    console.print(f"wrote {path}")

@@ -45,6 +45,12 @@ def sample(
     ),
     old_model: str | None = OLD_MODEL,
     weights: str | None = typer.Option(None, help="Weights [default: the model file's]."),
+    logits: str | None = typer.Option(
+        None,
+        "--logits",
+        help="Layer holding the class scores, for p(target) (e.g. net._fc) "
+        "[default: the layer whose output the network returns].",
+    ),
 ) -> None:
     """Synthesize images for neurons using the fitted statistics of real activations."""
     with loss_bar(method) as progress:
@@ -64,6 +70,7 @@ def sample(
             prior_weight=prior_weight,
             layers=split_list(layers),
             progress=progress,
+            logits=logits,
         )
     for folder in folders:
         console.print(f"wrote {folder}")

@@ -109,6 +109,21 @@ class Reduction:
             )
         return _CONV_COLUMNS[self.kind](self, layer, (c, h, w), index, yx)
 
+    def column_name(self, layer: str, shape: tuple[int, ...], column: int) -> str:
+        """A person's name for column ``column`` of a reduced row (inverse of unit_columns).
+
+        ``fc7:12``; ``conv5_3:12`` (a channel mean); ``conv5_3:12@3,4`` (a position of a
+        ``full`` conv layer); ``conv5_3:12 cell 1,0/2x2`` (a ``grid:S`` cell).
+        """
+        if len(shape) != 3 or self.kind == "mean":
+            return f"{layer}:{column}"
+        if self.kind == "full":
+            c, rest = divmod(column, shape[1] * shape[2])
+            return f"{layer}:{c}@{rest // shape[2]},{rest % shape[2]}"
+        s = self.size
+        c, rest = divmod(column, s * s)
+        return f"{layer}:{c} cell {rest // s},{rest % s}/{s}x{s}"
+
     def __call__(self, acts: torch.Tensor) -> torch.Tensor:
         """(N, ...) activations -> (N, D) rows, on the activations' device."""
         if self.kind == "mean":
