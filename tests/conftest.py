@@ -114,7 +114,7 @@ def fit_digits_models(
 
 @dataclass(frozen=True)
 class PlantedDigits:
-    """Class folders ``zero`` and ``one`` with a few ``seven``s planted into ``zero``."""
+    """Class folders ``zero`` and ``one`` with four held-out ``zero``s planted into ``one``."""
 
     root: Path
     store: Path
@@ -129,10 +129,16 @@ PLANTED_LAYERS = ["conv3_2", "fc7", "fc8"]
 @pytest.fixture(scope="session")
 def planted_digits(
     digits_root: Path,
+    digits_holdout_root: Path,
     digits_net: Network,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> PlantedDigits:
-    """Collect and fit a store whose ``zero`` folder hides four ``seven``s (mislabelled images)."""
+    """Collect and fit a store whose ``one`` folder hides four zeros (mislabelled images).
+
+    Zeros among ones: the digits hold genuinely odd zeros and sevens of their own
+    (a narrow smudged zero ranks above planted sevens), so the planted class is one
+    the real members cannot be mistaken for.
+    """
     from actstats.pipeline.collect import collect
     from actstats.pipeline.fit import fit_store
 
@@ -141,10 +147,10 @@ def planted_digits(
     for cls in ("zero", "one"):
         shutil.copytree(digits_root / cls, root / cls)
     planted = []
-    for k, src in enumerate(sorted((digits_root / "seven").glob("*.png"))[:4]):
-        name = f"planted_seven_{k}.png"
-        shutil.copy(src, root / "zero" / name)
-        planted.append(f"zero/{name}")
+    for k, src in enumerate(sorted((digits_holdout_root / "zero").glob("*.png"))[:4]):
+        name = f"planted_zero_{k}.png"
+        shutil.copy(src, root / "one" / name)
+        planted.append(f"one/{name}")
     collect(
         root,
         base / "store.zarr",

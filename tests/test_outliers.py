@@ -1,4 +1,4 @@
-"""``actstats outliers``: planted images of another class rank first; scores against scipy."""
+"""``actstats outliers``: zeros planted among ones rank first; scores against scipy."""
 
 from __future__ import annotations
 
@@ -19,26 +19,27 @@ from actstats.pipeline.outliers import find_outliers, robust_z
 
 
 @pytest.fixture(scope="module")
-def zero(planted_digits: PlantedDigits):
-    return find_outliers(planted_digits.store, planted_digits.models, classes=["zero"], k=6)[0]
+def one(planted_digits: PlantedDigits):
+    return find_outliers(planted_digits.store, planted_digits.models, classes=["one"], k=6)[0]
 
 
-def test_planted_sevens_rank_first_overall(zero, planted_digits: PlantedDigits) -> None:
-    assert {o.path for o in zero.overall[:4]} == set(planted_digits.planted)
-    assert zero.overall[0].score > 3 * zero.overall[4].score
-    assert zero.layers == PLANTED_LAYERS
-    assert zero.n_images == len(list((planted_digits.root / "zero").glob("*.png")))
+def test_planted_zeros_rank_first_overall(one, planted_digits: PlantedDigits) -> None:
+    assert {o.path for o in one.overall[:4]} == set(planted_digits.planted)
+    assert one.layers == PLANTED_LAYERS
+    assert one.n_images == len(list((planted_digits.root / "one").glob("*.png")))
 
 
-def test_planted_sevens_lead_the_deep_layers(zero, planted_digits: PlantedDigits) -> None:
-    for layer in ("fc7", "fc8"):
-        assert {o.path for o in zero.per_layer[layer][:4]} == set(planted_digits.planted)
+def test_planted_zeros_lead_the_logits(one, planted_digits: PlantedDigits) -> None:
+    assert {o.path for o in one.per_layer["fc8"][:4]} == set(planted_digits.planted)
+    assert [o.score for o in one.per_layer["fc8"]] == sorted(
+        [o.score for o in one.per_layer["fc8"]], reverse=True
+    )
 
 
-def test_layer_nll_matches_scipy(zero, planted_digits: PlantedDigits) -> None:
+def test_layer_nll_matches_scipy(one, planted_digits: PlantedDigits) -> None:
     store = open_store(planted_digits.store)
-    g = load_models(planted_digits.models)["zero"].gaussian("fc8")
-    worst = zero.overall[0]
+    g = load_models(planted_digits.models)["one"].gaussian("fc8")
+    worst = one.overall[0]
     x = store.acts("fc8")[worst.row].astype(np.float64)
     ref = -multivariate_normal(g.mean_, g.get_covariance()).logpdf(x) / g.n_features_
     assert worst.nll["fc8"] == pytest.approx(ref, rel=1e-6)
@@ -48,10 +49,10 @@ def test_layer_nll_matches_scipy(zero, planted_digits: PlantedDigits) -> None:
     assert contrib.sum() == pytest.approx(g.mahalanobis(x[None])[0])
 
 
-def test_units_are_named_as_neurons(zero) -> None:
-    unit = zero.overall[0].units["conv3_2"][0].unit
+def test_units_are_named_as_neurons(one) -> None:
+    unit = one.overall[0].units["conv3_2"][0].unit
     assert unit.startswith("conv3_2:") and unit.endswith("/2x2")
-    assert zero.overall[0].units["fc7"][0].unit.startswith("fc7:")
+    assert one.overall[0].units["fc7"][0].unit.startswith("fc7:")
 
 
 def test_robust_z_against_scipy() -> None:
@@ -78,10 +79,10 @@ def test_column_name_inverts_unit_columns(reduce: str, shape: tuple[int, ...]) -
 
 
 def test_outliers_cli_writes_and_lists(planted_digits: PlantedDigits, tmp_path) -> None:
-    args = [str(planted_digits.store), str(planted_digits.models), "--class", "zero", "-k", "4"]
+    args = [str(planted_digits.store), str(planted_digits.models), "--class", "one", "-k", "4"]
     result = CliRunner().invoke(app, ["outliers", *args, "-o", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
-    assert "planted_seven_" in result.output
+    assert "planted_zero_" in result.output
     data = json.loads((tmp_path / "o" / "outliers.json").read_text())
     assert {o["path"] for o in data["classes"][0]["overall"]} == set(planted_digits.planted)
     assert (tmp_path / "o" / "outliers.png").stat().st_size > 5000

@@ -38,11 +38,11 @@ def outliers(
         for col in (
             "#",
             "image",
-            "z (mean over layers)",
+            "z (most atypical layer)",
             "most atypical layer",
             "units (share of d²)",
         ):
-            table.add_column(col, overflow="fold")
+            table.add_column(col, overflow="fold", no_wrap=col == "image")
         for o in res.overall:
             worst = max(res.layers, key=lambda ly: o.layer_z[ly])
             units = ", ".join(f"{u.unit} ({u.contribution:.3g})" for u in o.units[worst])

@@ -68,10 +68,11 @@ class SampleSet:
 
 @dataclass(frozen=True)
 class Picture:
-    """An image to show (uint8, H x W x 3) with its caption."""
+    """An image to show (uint8, H x W x 3): ``title`` on hover and enlarged, ``caption`` below."""
 
     title: str
     image: np.ndarray
+    caption: str = ""
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,7 @@ text-align:right}th{background:#eee}caption{text-align:left;font-weight:bold}
 .group{margin:0}.group figcaption{font-size:85%;color:#333;margin-bottom:2px}
 .group.real figcaption{font-weight:bold}.imgs{display:grid;grid-template-columns:repeat(4,auto);
 gap:2px;justify-content:start}
+.tile{margin:0;width:114px}.tile figcaption{font-size:75%;overflow-wrap:anywhere}
 .explain figure{display:inline-block;margin:0 .5em;vertical-align:top;max-width:11em}
 .explain figure img{width:128px;height:128px;image-rendering:pixelated}figcaption{font-size:85%}
 #lightbox{position:fixed;inset:0;background:rgba(0,0,0,.85);display:flex;flex-direction:column;
@@ -505,16 +507,21 @@ def _outlier_section(extras: ReportExtras) -> str:
     rows = "".join(
         _group(
             f"{cls}: least likely under its own model",
-            [_img_tag(_array_uri(p.image), p.title, "thumb") for p in pics],
+            [
+                f'<figure class="tile">{_img_tag(_array_uri(p.image), p.title, "thumb")}'
+                f"<figcaption>{html.escape(p.caption)}</figcaption></figure>"
+                for p in pics
+            ],
             "outliers",
         )
         for cls, pics in extras.outliers.items()
     )
     return (
-        "<h2>Class outliers</h2><p>Real images ranked by the mean over layers of their "
-        "robust z-scored NLL under their own class's model (mislabelled, corrupt or "
-        "off-distribution images come first); hover or click for the units that make "
-        f'them atypical.</p><div class="groups">{rows}</div>'
+        "<h2>Class outliers</h2><p>Real images ranked by the robust z-score of their NLL "
+        "under their own class's model at their most atypical layer (mislabelled, corrupt or "
+        "off-distribution images come first); below each: its z-score and the unit of its "
+        "most atypical layer that adds most to its Mahalanobis distance (hover or click for "
+        f'more).</p><div class="groups">{rows}</div>'
     )
 
 

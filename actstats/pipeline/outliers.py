@@ -5,9 +5,11 @@ from its class in activation space. For every image of a class, each fitted
 layer model gives its negative log-likelihood per unit (one dask pass over the
 store's chunks, ``map_blocks`` scoring each chunk). Layers differ in scale, so
 each layer's NLLs are made comparable as robust z-scores within the class
-(``(nll - median) / (1.4826 MAD)``); an image's overall score is their mean over
-layers. For the images at the top, the units that make them atypical are each
-unit's share of the squared Mahalanobis distance
+(``(nll - median) / (1.4826 MAD)``); an image's overall score is the largest of
+them: how atypical it is at its most atypical depth (a corrupt or odd-looking
+image stands out at shallow layers, a mislabelled one at the logits, and a mean
+over layers would dilute either). For the images at the top, the units that make
+them atypical are each unit's share of the squared Mahalanobis distance
 (:meth:`~actstats.stats.gaussian.GaussianLayerModel.unit_contributions`) with
 its z-score.
 """
@@ -48,7 +50,8 @@ __all__ = [
     "write_outliers",
 ]
 
-_MAD_TO_SD = 1.4826  # MAD of a normal distribution times this is its standard deviation
+#: 1 / Phi^-1(3/4): the MAD of a normal distribution times this is its standard deviation.
+_MAD_TO_SD = 1.482602218505602
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class UnitShare:
 class Outlier:
     """An image ranked by how unlikely it is under its class model.
 
-    ``score`` is the ranking's value (overall: mean of ``layer_z``; per layer: that
+    ``score`` is the ranking's value (overall: the largest of ``layer_z``; per layer: that
     layer's robust z); ``nll`` the NLL per unit of each layer; ``units`` the three
     units of each layer that add most to its Mahalanobis distance.
     """
@@ -180,7 +183,7 @@ def class_outliers(
     layers = list(nll)
     lazy = {ly: da.from_zarr(store.acts(ly))[rows] for ly in layers}
     z = {ly: robust_z(v) for ly, v in nll.items()}
-    overall = np.mean([z[ly] for ly in layers], axis=0)
+    overall = np.max([z[ly] for ly in layers], axis=0)
     entries = {e["name"]: e for e in store.attrs["layers"]}
     namers = {
         ly: (
@@ -262,7 +265,7 @@ def _draw(results: Sequence[ClassOutliers], root: Path, pre: Preprocessing, path
 
     cols = max(len(r.overall) for r in results)
     fig, axes = plt.subplots(
-        len(results), cols, figsize=(1.8 * cols, 2.1 * len(results) + 0.4), squeeze=False
+        len(results), cols, figsize=(1.8 * cols, 2.5 * len(results) + 0.4), squeeze=False
     )
     for r, res in enumerate(results):
         exs = [Exemplar(o.rank, o.row, o.path, res.class_name, o.score) for o in res.overall]

@@ -90,7 +90,9 @@ def outlier_pictures(
                 continue
             worst = max(res.layers, key=lambda ly: o.layer_z[ly])
             units = ", ".join(u.unit for u in o.units[worst])
-            pics.append(Picture(f"#{o.rank} {o.path}: z {o.score:.1f}; {worst}: {units}", tile))
+            title = f"#{o.rank} {o.path}: z {o.score:.1f}; {worst}: {units}"
+            caption = f"z {o.score:.1f}; {o.units[worst][0].unit if o.units[worst] else worst}"
+            pics.append(Picture(title, tile, caption))
         out[res.class_name] = pics
     return out
 

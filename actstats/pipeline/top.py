@@ -278,7 +278,7 @@ def _draw(result: TopImages, tiles: dict[str, list[np.ndarray | None]], path: Pa
     blocks = [(name, t, -(-len(t) // cols)) for name, t in tiles.items()]
     n_rows = sum(r for _, _, r in blocks)
     fig, axes = plt.subplots(
-        n_rows, cols, figsize=(1.6 * cols, 1.9 * n_rows + 0.5), squeeze=False, dpi=100
+        n_rows, cols, figsize=(1.6 * cols, 2.1 * n_rows + 0.6), squeeze=False, dpi=100
     )
     row = 0
     for name, block, rows in blocks:
@@ -298,7 +298,12 @@ def _draw(result: TopImages, tiles: dict[str, list[np.ndarray | None]], path: Pa
         row += rows
     what = f"{result.neuron} ({result.unit})"
     where = f", class {result.class_name}" if result.class_name else ""
-    fig.suptitle(f"{what}: real images{where}, of {result.n_images}", fontsize=10)
+    crop = ""
+    if result.box is not None:
+        x0, y0, x1, y1 = result.box
+        kind = "receptive field" if result.receptive_field else "share of the image"
+        crop = f"\ncrops: its {kind}, x {x0}..{x1 - 1}, y {y0}..{y1 - 1} of the network's input"
+    fig.suptitle(f"{what}: real images{where}, of {result.n_images}{crop}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
