@@ -79,7 +79,7 @@ def test_column_name_inverts_unit_columns(reduce: str, shape: tuple[int, ...]) -
 
 
 def test_outliers_cli_writes_and_lists(planted_digits: PlantedDigits, tmp_path) -> None:
-    args = [str(planted_digits.store), str(planted_digits.models), "--class", "one", "-k", "4"]
+    args = [str(planted_digits.store), str(planted_digits.models), "--classes", "one", "-k", "4"]
     result = CliRunner().invoke(app, ["outliers", *args, "-o", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert "planted_zero_" in result.output

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from actstats.cli.app import app, console, handle_errors
+from actstats.cli.options import CLASSES, split_list
 from actstats.pipeline.outliers import run_outliers
 
 __all__ = ["outliers"]
@@ -18,9 +19,7 @@ __all__ = ["outliers"]
 def outliers(
     store: str = typer.Argument(..., help="Activation store the models were fitted on."),
     models: str = typer.Argument(..., help="Model directory written by `actstats fit`."),
-    class_name: list[str] | None = typer.Option(
-        None, "--class", help="Only this class (repeatable) [default: every fitted class]."
-    ),
+    classes: list[str] | None = CLASSES,
     k: int = typer.Option(10, "-k", help="Images listed per class (and per layer in the JSON)."),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Folder for outliers.png/.json [default: beside the store]."
@@ -31,7 +30,7 @@ def outliers(
 ) -> None:
     """Mislabelled, corrupt or off-distribution images: least likely under their class model."""
     results, png, record = run_outliers(
-        store, models, output, classes=class_name or None, k=k, root=root
+        store, models, output, classes=split_list(classes), k=k, root=root
     )
     for res in results:
         table = Table(title=f"{res.class_name}: {res.n_images} images", title_justify="left")

@@ -24,8 +24,8 @@ def report(
         "--store",
         help="Activation store: each neuron's real exemplars [default: run.json's].",
     ),
-    models: str | None = typer.Option(
-        None, "--models", help="Model file: class outliers and the real-image NLL line."
+    fitted: str | None = typer.Option(
+        None, "--fitted", help="Fitted models: class outliers and the real-image NLL line."
     ),
     holdout: str | None = typer.Option(
         None, "--holdout", help="Store of held-out real images: the NLL plot's reference line."
@@ -37,6 +37,6 @@ def report(
 ) -> None:
     """Write one self-contained report.html (images inline, offline) with plots beside it."""
     path = run_report(
-        run_dir, out=output, store=store, models=models, holdout=holdout, root=root, n_real=n_real
+        run_dir, out=output, store=store, models=fitted, holdout=holdout, root=root, n_real=n_real
     )
     console.print(f"wrote {path}")
