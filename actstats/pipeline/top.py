@@ -169,19 +169,21 @@ def top_images(
     spec = parse_neuron(neuron) if isinstance(neuron, str) else neuron
     entry, unit = store_unit(st, spec)
     values = unit_values(st, entry["name"], unit.columns)
-    mask = row_mask(st, _class_label(st, class_name)) & ~da.isnan(values)
-    n_valid = int(mask.sum().compute(scheduler=scheduler))
+    rows = row_mask(st, _class_label(st, class_name))
+    n_valid = int(rows.sum().compute(scheduler=scheduler))  # reads only images/ok and label
     if n_valid == 0:
         where = f" of class {class_name!r}" if class_name else ""
         raise ActstatsError(f"store {st.path}: no collected images{where}")
     kk = min(k, n_valid)
+    mask = rows & ~da.isnan(values)
     with task_progress(progress):
         top_rows, bottom_rows = dask.compute(
             da.argtopk(da.where(mask, values, -np.inf), kk),
             da.argtopk(da.where(mask, -values, -np.inf), kk),
             scheduler=scheduler,
         )
-    top, bottom = _exemplars(st, values, [np.asarray(top_rows), np.asarray(bottom_rows)])
+    rankings = [np.asarray(top_rows), np.asarray(bottom_rows)]
+    top, bottom = _exemplars(st, values, rankings)
     position = f"@{spec.yx[0]},{spec.yx[1]}" if spec.yx else ""
     return TopImages(
         neuron=f"{entry['name']}:{spec.index}{position}",
