@@ -102,11 +102,10 @@ def test_clip_percentile_scales_by_the_percentile() -> None:
 
 
 def test_cli_saliency_names_the_files_it_wrote(
-    digits_root: Path, digits_weights: Path, tmp_path: Path
+    digits_root: Path, digits_network_args: list[str], tmp_path: Path
 ) -> None:
     image = sorted((digits_root / "seven").glob("*.png"))[0]
-    net = ["--model", "actstats.digits:digits_vgg", "--weights", str(digits_weights)]
-    base = ["saliency", str(image), "--neuron", "fc8:7", *net, "--device", "cpu"]
+    base = ["saliency", str(image), "--neuron", "fc8:7", *digits_network_args]
     result = runner.invoke(actstats.cli.app, [*base, "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     png, npy = tmp_path / "out.png", tmp_path / "out.npy"
