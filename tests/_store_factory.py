@@ -19,12 +19,17 @@ def make_store(
     chunk_size: int = 16,
     ok: np.ndarray | None = None,
     dtype: str = "float32",
+    layouts: dict[str, tuple[str, list[int]]] | None = None,
+    paths: list[str] | None = None,
 ) -> Path:
     """Write ``acts`` (layer -> (N, D), shallow to deep) as an activation store at ``path``.
 
     Rows where ``ok`` is False are stored as NaN, as ``collect`` stores skipped files.
+    ``layouts`` gives a layer's reduction and original shape (``("grid:2", [C, H, W])``)
+    where it is not an fc layer kept in ``full``; ``paths`` the image files (relative).
     """
     n = len(labels)
+    layouts = layouts or {}
     ok = np.ones(n, dtype=bool) if ok is None else np.asarray(ok, dtype=bool)
     attrs = {
         "version": STORE_VERSION,
@@ -37,8 +42,8 @@ def make_store(
             {
                 "name": k,
                 "module": f"m.{i}",
-                "reduce": "full",
-                "shape": [int(v.shape[1])],
+                "reduce": layouts.get(k, ("full", [int(v.shape[1])]))[0],
+                "shape": layouts.get(k, ("full", [int(v.shape[1])]))[1],
                 "dim": int(v.shape[1]),
             }
             for i, (k, v) in enumerate(acts.items())
@@ -49,7 +54,9 @@ def make_store(
         "dtype": dtype,
         "complete": False,
     }
-    store = create_store(path, attrs, [f"img{i}.png" for i in range(n)], np.asarray(labels))
+    store = create_store(
+        path, attrs, paths or [f"img{i}.png" for i in range(n)], np.asarray(labels)
+    )
     for index, start in enumerate(range(0, n, chunk_size)):
         rows = slice(start, min(n, start + chunk_size))
         chunk = {k: np.where(ok[rows, None], np.asarray(v)[rows], np.nan) for k, v in acts.items()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,53 @@ def fit_digits_models(
         return base / "models"
 
     return make
+
+
+@dataclass(frozen=True)
+class PlantedDigits:
+    """Class folders ``zero`` and ``one`` with four held-out ``zero``s planted into ``one``."""
+
+    root: Path
+    store: Path
+    models: Path
+    planted: list[str]
+
+
+#: Layers of the planted store: a conv grid (for positions), an fc layer and the logits.
+PLANTED_LAYERS = ["conv3_2", "fc7", "fc8"]
+
+
+@pytest.fixture(scope="session")
+def planted_digits(
+    digits_root: Path,
+    digits_holdout_root: Path,
+    digits_net: Network,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> PlantedDigits:
+    """Collect and fit a store whose ``one`` folder hides four zeros (mislabelled images).
+
+    Zeros among ones: the digits hold genuinely odd zeros and sevens of their own
+    (a narrow smudged zero ranks above planted sevens), so the planted class is one
+    the real members cannot be mistaken for.
+    """
+    from actstats.pipeline.collect import collect
+    from actstats.pipeline.fit import fit_store
+
+    base = tmp_path_factory.mktemp("planted")
+    root = base / "images"
+    for cls in ("zero", "one"):
+        shutil.copytree(digits_root / cls, root / cls)
+    planted = []
+    for k, src in enumerate(sorted((digits_holdout_root / "zero").glob("*.png"))[:4]):
+        name = f"planted_zero_{k}.png"
+        shutil.copy(src, root / "one" / name)
+        planted.append(f"one/{name}")
+    collect(
+        root,
+        base / "store.zarr",
+        network=digits_net,
+        layers=PLANTED_LAYERS,
+        reduce={"conv3_2": "grid:2"},
+    )
+    fit_store(base / "store.zarr", base / "models")
+    return PlantedDigits(root, base / "store.zarr", base / "models", planted)

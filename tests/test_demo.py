@@ -51,6 +51,8 @@ def test_demo_quick_runs_end_to_end(
     assert html.count('class="row real"') == len(quick.classes)
     # generator samples with their nearest fitted and held-out digits (memorization check)
     assert html.count('data-neighbours-of="generator"') == len(quick.classes)
+    assert html.count("real exemplars: top") == len(quick.classes)  # from the demo's store
+    assert "held-out real images" in html and "<h2>Class outliers</h2>" in html
     measured = json.loads((out / "realism.json").read_text())
     assert set(measured["classes"]) == set(quick.classes)
     assert set(measured["summary"]) == {*quick.methods, "real"}

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy import ndimage
 from typer.testing import CliRunner
 
 import actstats.cli
 from actstats.demo.digits import DIGIT_NAMES
 from actstats.errors import ActstatsError
-from actstats.explain.saliency import saliency_map
+from actstats.explain.saliency import clip_percentile, saliency_map
 from actstats.net.names import parse_neuron
 from actstats.net.network import Network
 from actstats.pipeline.explain import load_input
@@ -85,3 +86,31 @@ def test_cli_saliency(digits_root: Path, digits_network_args: list[str], tmp_pat
         ["saliency", str(image), "--neuron", "fc8:7", "-o", str(tmp_path / "t.png")],
     )
     assert missing.exit_code == 1 and "--model" in missing.output
+
+
+def test_clip_percentile_scales_by_the_percentile() -> None:
+    m = np.random.default_rng(0).exponential(size=(16, 16)) ** 3  # heavy-tailed, as gradients
+    heat = clip_percentile(m, 99)
+    p99 = np.percentile(m, 99)
+    np.testing.assert_allclose(heat, np.minimum(m / p99, 1.0))
+    assert (heat == 1.0).sum() == pytest.approx(0.01 * m.size, abs=2)
+    sparse = np.zeros((10, 10))
+    sparse[0, 0] = 5.0  # zero at the 99th percentile: fall back to the maximum
+    assert clip_percentile(sparse)[0, 0] == 1.0 and clip_percentile(np.zeros(4)).max() == 0
+    with pytest.raises(ActstatsError, match="percentile 0"):
+        clip_percentile(m, 0)
+
+
+def test_cli_saliency_names_the_files_it_wrote(
+    digits_root: Path, digits_network_args: list[str], tmp_path: Path
+) -> None:
+    image = sorted((digits_root / "seven").glob("*.png"))[0]
+    base = ["saliency", str(image), "--neuron", "fc8:7", *digits_network_args]
+    result = runner.invoke(actstats.cli.app, [*base, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    png, npy = tmp_path / "out.png", tmp_path / "out.npy"
+    assert f"wrote {png} (image | heat map) and {npy}" in " ".join(result.output.split())
+    two = Image.open(png).size
+    result = runner.invoke(actstats.cli.app, [*base, "--overlay", "-o", str(tmp_path / "o.png")])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "o.png").size[0] > 1.4 * two[0]  # a third panel

@@ -12,8 +12,10 @@ from actstats.cli import (  # noqa: F401
     explain,
     fit,
     layers,
+    outliers,
     report,
     sample,
+    top,
     train_generator,
 )
 from actstats.cli.app import app

@@ -31,16 +31,22 @@ _SMOOTHGRAD = typer.Option(0, "--smoothgrad", help="Average over N noisy copies 
 def saliency_command(
     image: Path = _IMAGE,
     neuron: str = _NEURON,
-    output: Path = typer.Option(..., "-o", "--output", help="Heat-map PNG (raw map: .npy)."),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="PNG of image | heat map (.png added); raw map beside as .npy."
+    ),
     network: str | None = _NETWORK,
     old_model: str | None = OLD_MODEL,
     weights: str | None = _WEIGHTS,
     fitted: Path | None = FITTED,
     old_fitted: Path | None = OLD_FITTED,
     smoothgrad: int = _SMOOTHGRAD,
+    percentile: float = typer.Option(
+        99.0, "--percentile", help="Clip the heat map at this percentile of the map."
+    ),
+    overlay: bool = typer.Option(False, "--overlay", help="Add the map over the image."),
     device: str = _DEVICE,
 ) -> None:
-    """Image-specific saliency max_c |dS/dI| of a neuron (Simonyan et al. 2014)."""
+    """Image-specific saliency max_c |dS/dI| of a neuron (Simonyan et al. 2014, Fig. 2)."""
     check_options(smoothgrad=smoothgrad)
     png, npy = run_saliency(
         image,
@@ -50,9 +56,11 @@ def saliency_command(
         weights=weights,
         fitted=renamed(fitted, old_fitted, "--fitted", "--models"),
         smoothgrad=smoothgrad,
+        percentile=percentile,
+        overlay=overlay,
         device=device,
     )
-    console.print(f"wrote {png} and {npy}", markup=False)
+    console.print(f"wrote {png} (image | heat map) and {npy} (raw map)", markup=False)
 
 
 @app.command("localize")
@@ -81,7 +89,8 @@ def localize_command(
         smoothgrad=smoothgrad,
         device=device,
     )
-    console.print(f"wrote {out}", markup=False)
+    files = ", ".join(str(out / f) for f in ("overlay.png", "mask.png", "box.json", "saliency.npy"))
+    console.print(f"wrote {files}", markup=False)
 
 
 @app.command("invert")

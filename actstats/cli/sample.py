@@ -49,6 +49,12 @@ def sample(
     generator: Path | None = typer.Option(
         None, help="Generator folder from `actstats train-generator` (--method generator)."
     ),
+    logits: str | None = typer.Option(
+        None,
+        "--logits",
+        help="Layer holding the class scores, for p(target) (e.g. net._fc) "
+        "[default: the layer whose output the network returns].",
+    ),
 ) -> None:
     """Synthesize images for neurons using the fitted statistics of real activations."""
     check_options(n=n, seed=seed, steps=steps, lr=lr, prior_weight=prior_weight)
@@ -70,6 +76,7 @@ def sample(
             layers=split_list(layers),
             progress=progress,
             generator=generator,
+            logits=logits,
         )
     for folder in folders:
         console.print(f"wrote {folder}", markup=False)

@@ -37,11 +37,11 @@ from actstats.demo.digits import (
 from actstats.errors import ActstatsError
 from actstats.eval import realism
 from actstats.io.artifacts import read_samples
-from actstats.io.report import write_report
 from actstats.net.network import Network, load_network
 from actstats.pipeline.collect import collect
 from actstats.pipeline.explain import run_dream, run_invert, run_localize, run_saliency
 from actstats.pipeline.fit import fit_store
+from actstats.pipeline.report import run_report
 from actstats.pipeline.sample import run_sample
 from actstats.pipeline.train_generator import run_train_generator
 from actstats.synth.generator_train import GeneratorTrainingConfig
@@ -489,6 +489,15 @@ def run_demo(
             classes=list(config.classes),
             overwrite=True,
         )
+        collect(  # held-out digits: the report's reference NLL of real images
+            assets.validation_root,
+            out / "holdout.zarr",
+            network=network,
+            layers=list(DEMO_LAYERS),
+            reduce=dict(DEMO_REDUCE),
+            classes=list(config.classes),
+            overwrite=True,
+        )
     with reporter.stage(3, total, "fit class statistics"):
         fit_store(out / "acts.zarr", out / "models", overwrite=True, seed=config.seed)
     stage = 4
@@ -522,13 +531,17 @@ def run_demo(
                     "network; samples for each class's output unit (fc8) by every method.",
                     "real_root": os.path.relpath(assets.split_root(config.split), out),
                     "fit_root": os.path.relpath(assets.train_root, out),
+                    "holdout_root": os.path.relpath(assets.validation_root, out),
+                    "store": "acts.zarr",
+                    "models": "models",
+                    "holdout_store": "holdout.zarr",
                     "config": asdict(config),
                     "assets": {k: str(v) for k, v in asdict(assets).items()},
                 },
                 indent=1,
             )
         )
-        report = write_report(out, title="actstats demo: digits")
+        report = run_report(out, title="actstats demo: digits")
     reporter.say(f"done in {time.perf_counter() - started:.0f} s; report: {report}")
     return report
 

@@ -13,13 +13,32 @@ neuron ``fc8:207``, ``conv5_3:12`` or ``conv5_3:12@3,4`` works, not only logits.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from actstats.errors import ActstatsError
 from actstats.net.network import Network, ResolvedNeuron
 from actstats.synth.objectives import unit_value
 
-__all__ = ["saliency_map", "unit_gradient"]
+__all__ = ["clip_percentile", "saliency_map", "unit_gradient"]
+
+
+def clip_percentile(saliency: np.ndarray, percentile: float = 99.0) -> np.ndarray:
+    """A map scaled to [0, 1] by its ``percentile``-th value, larger values clipped to 1.
+
+    Gradient maps are heavy-tailed: a handful of pixels hold most of the range,
+    so dividing by the maximum leaves nearly everything black. Clipping at the
+    99th percentile, as is usual for Simonyan et al.'s Fig. 2-style pictures,
+    shows where the mass is. A map that is zero at the percentile (all but a few
+    pixels zero) falls back to its maximum.
+    """
+    if not 0 < percentile <= 100:
+        raise ActstatsError(f"percentile {percentile}: must be in (0, 100]")
+    m = np.abs(np.asarray(saliency, dtype=np.float64))
+    top = float(np.percentile(m, percentile))
+    if not top > 0:
+        top = float(m.max())
+    return np.clip(m / top, 0.0, 1.0) if top > 0 else np.zeros_like(m)
 
 
 def unit_gradient(network: Network, inputs: torch.Tensor, neuron: ResolvedNeuron) -> torch.Tensor:

@@ -8,10 +8,15 @@ A third, ``explain.json`` (the demo's single-image tools on held-out digits:
 saliency and localization, inversion with and without the prior, a dream), adds
 a section with those images and their measured numbers.
 
-The page shows, per class, a row of real images and then each method's
-samples; tables of metrics per method; and two matplotlib plots (NLL per layer
-by method, target score over the optimization steps), written as PNGs beside
-the page and inlined as base64 so the HTML file alone is enough to share.
+The page shows, per neuron, one row: the real images that drive the unit most
+(its exemplars, when the caller passes them in :class:`ReportExtras`; else the
+first images of the class folder) and then each method's samples, at a legible
+size (click any image to see it enlarged); tables of metrics per method; two
+matplotlib plots (NLL per layer by method, with held-out real images' NLL as the
+reference line when given, and the target score over the optimization steps);
+and the class outliers when given. Plots are written as PNGs beside the page,
+and every image is inlined as base64, so the HTML file alone is enough to share,
+offline.
 
 A run folder may come from someone else, and inlining copies bytes into a page
 that gets shared: an image named by ``samples.json`` or ``explain.json`` is
@@ -29,7 +34,7 @@ import json
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +43,16 @@ import numpy as np
 from actstats.errors import ActstatsError
 from actstats.synth.methods import METHODS
 
-__all__ = ["SampleSet", "load_run", "metrics_rows", "plot_nll", "plot_target", "write_report"]
+__all__ = [
+    "Picture",
+    "ReportExtras",
+    "SampleSet",
+    "load_run",
+    "metrics_rows",
+    "plot_nll",
+    "plot_target",
+    "write_report",
+]
 
 #: Methods in the registry's order; ablation labels and unknown methods after them.
 _METHOD_ORDER = tuple(METHODS)
@@ -58,6 +72,31 @@ class SampleSet:
     def image_paths(self) -> list[Path]:
         """The sample PNGs, in sample order."""
         return [self.folder / r["file"] for r in self.records]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image to show (uint8, H x W x 3): ``title`` on hover and enlarged, ``caption`` below."""
+
+    title: str
+    image: np.ndarray
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class ReportExtras:
+    """What the pipeline measured on real images for the page (each part optional).
+
+    ``exemplars[neuron]``: the unit's top real images from the store; ``real_nll``:
+    mean NLL per unit of held-out real images per layer (``real_nll_label`` says
+    which images); ``outliers[class]``: the class's least likely real images.
+    """
+
+    exemplars: dict[str, list[Picture]] = field(default_factory=dict)
+    exemplar_note: str = ""
+    real_nll: dict[str, float] = field(default_factory=dict)
+    real_nll_label: str = "held-out real images"
+    outliers: dict[str, list[Picture]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ reading
@@ -186,8 +225,18 @@ def _figure() -> Any:
     return plt
 
 
-def plot_nll(sets: Sequence[SampleSet], path: str | Path) -> Path:
-    """Mean NLL per unit at each layer, one line per method; saved as a PNG."""
+def plot_nll(
+    sets: Sequence[SampleSet],
+    path: str | Path,
+    reference: dict[str, float] | None = None,
+    reference_label: str = "held-out real images",
+) -> Path:
+    """Mean NLL per unit at each layer, one line per method; saved as a PNG.
+
+    ``reference`` ({layer: NLL per unit}, e.g. of held-out real images) is drawn as
+    a black dashed line: what a real image scores, so a method's distance from it
+    reads off the plot.
+    """
     plt = _figure()
     layers = _layers(sets)
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
@@ -195,6 +244,9 @@ def plot_nll(sets: Sequence[SampleSet], path: str | Path) -> Path:
         recs = [r for s in sets if s.method == method for r in s.records]
         means = [np.mean([r["nll_per_unit"][ly] for r in recs]) for ly in layers]
         ax.plot(layers, means, marker="o", label=method)
+    if reference:
+        ref = [reference.get(ly, np.nan) for ly in layers]
+        ax.plot(layers, ref, "k--", marker="s", linewidth=2, label=reference_label)
     ax.set_yscale("symlog")
     ax.set_xlabel("layer")
     ax.set_ylabel("NLL per unit (class model)")
@@ -258,14 +310,28 @@ def _embeddable(path: Path, base: Path, *, image_only: bool = False) -> bool:
     return True
 
 
-def _img(path: Path, title: str, base: Path, *, image_only: bool = False) -> str:
+def _array_uri(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def _img(path: Path, title: str, base: Path, *, image_only: bool = False, cls: str = "") -> str:
     """An inline ``<img>`` of ``path`` if it may be embedded (see module docstring)."""
     if not _embeddable(path, base, image_only=image_only):
         why = f"{path.name} is not an image file inside {base.name}"
         return (
             f'<span class="refused">{html.escape(title)}: not embedded ({html.escape(why)})</span>'
         )
-    return f'<img src="{_data_uri(path)}" title="{html.escape(title)}" alt="{html.escape(title)}">'
+    return _img_tag(_data_uri(path), title, cls)
+
+
+def _img_tag(uri: str, title: str, cls: str = "") -> str:
+    klass = f' class="{cls}"' if cls else ""
+    t = html.escape(title)
+    return f'<img src="{uri}"{klass} title="{t}" alt="{t}">'
 
 
 def _real_images(
@@ -319,6 +385,7 @@ def _tables(rows: Sequence[dict[str, Any]], layers: Sequence[str]) -> str:
                 r.get("memorization_ratio"),
             ]
             for r in rows
+            if "n" in r  # a reference row with NLLs only appears in the NLL table
         ],
         "Per method (means over samples; realism columns over classes)",
     )
@@ -345,15 +412,35 @@ def _tables(rows: Sequence[dict[str, Any]], layers: Sequence[str]) -> str:
     return "\n".join(out)
 
 
-_CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1200px}
-img{image-rendering:pixelated;width:64px;height:64px;margin:1px;border:1px solid #ccc}
+_CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1400px}
+img{margin:1px;border:1px solid #ccc}
+img.thumb{width:112px;height:112px;object-fit:contain;image-rendering:pixelated;cursor:zoom-in}
 .plots img{width:auto;height:auto;border:none}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 8px;
 text-align:right}th{background:#eee}caption{text-align:left;font-weight:bold}
 .row{display:flex;align-items:center;gap:.5em}.row b{width:7em;text-align:right}
 .pair{display:inline-flex;border:1px dashed #999;padding:1px}.neighbours img{width:32px;height:32px}
+.neuron{border-top:1px solid #ddd;padding:.4em 0}.neuron h3{margin:.2em 0}
+.groups{display:flex;flex-wrap:wrap;gap:.4em 1.4em;align-items:flex-start}
+.group{margin:0}.group figcaption{font-size:85%;color:#333;margin-bottom:2px}
+.group.real figcaption{font-weight:bold}.imgs{display:grid;grid-template-columns:repeat(4,auto);
+gap:2px;justify-content:start}
+.tile{margin:0;width:114px}.tile figcaption{font-size:75%;overflow-wrap:anywhere}
 .explain figure{display:inline-block;margin:0 .5em;vertical-align:top;max-width:11em}
-.explain figure img{width:128px;height:128px}figcaption{font-size:85%}"""
+.explain figure img{width:128px;height:128px;image-rendering:pixelated}figcaption{font-size:85%}
+#lightbox{position:fixed;inset:0;background:rgba(0,0,0,.85);display:flex;flex-direction:column;
+align-items:center;justify-content:center;z-index:10;cursor:zoom-out}#lightbox[hidden]{display:none}
+#lightbox img{width:min(80vw,80vh);height:min(80vw,80vh);object-fit:contain;
+image-rendering:pixelated;background:#fff}#lightbox p{color:#fff;font-size:110%}"""
+
+# Click any thumbnail to see it enlarged; click again (or Escape) to close. No network use.
+_LIGHTBOX = """<div id="lightbox" hidden><img alt="enlarged"><p></p></div><script>
+(function(){var box=document.getElementById('lightbox'),big=box.querySelector('img'),
+cap=box.querySelector('p');document.addEventListener('click',function(e){var t=e.target;
+if(t.classList&&t.classList.contains('thumb')){big.src=t.src;cap.textContent=t.title;
+box.hidden=false;}else if(box.contains(t)){box.hidden=true;}});
+document.addEventListener('keydown',function(e){if(e.key==='Escape'){box.hidden=true;}});})();
+</script>"""
 
 
 def _explain_section(explain: dict[str, Any], run_dir: Path) -> str:
@@ -405,15 +492,41 @@ def _neighbours(s: SampleSet, run: dict[str, Any], run_dir: Path, realism: dict[
     near_fit, near_held = measured.get("nearest_fit"), measured.get("nearest_holdout")
     if not (fit and held and near_fit and near_held):
         return ""
+
+    def near(p: Path, what: str) -> str:
+        return _img(p, f"nearest {what} image {p.name}", p.parent, image_only=True)
+
     pairs = "".join(
-        f'<span class="pair">{_img(fit[i], f"nearest fitting-half image {fit[i].name}")}'
-        f"{_img(held[j], f'nearest held-out image {held[j].name}')}</span>"
+        f'<span class="pair">{near(fit[i], "fitting-half")}{near(held[j], "held-out")}</span>'
         for i, j in zip(near_fit, near_held, strict=True)
     )
     return (
-        f'<div class="row neighbours" data-neighbours-of="{html.escape(s.method)}">'
+        f'<div class="neighbours" data-neighbours-of="{html.escape(s.method)}">'
         f"<b>nearest: fitted | held-out</b>{pairs}</div>"
     )
+
+
+def _group(caption: str, imgs: Sequence[str], kind: str, method: str = "") -> str:
+    data = f' data-method="{html.escape(method)}"' if method else ""
+    return (
+        f'<figure class="group {kind}"{data}><figcaption>{html.escape(caption)}</figcaption>'
+        f'<div class="imgs">{"".join(imgs)}</div></figure>'
+    )
+
+
+def _real_group(
+    neuron: str, cls: str, extras: ReportExtras, run: dict[str, Any], run_dir: Path, n_real: int
+) -> str:
+    """The unit's real exemplars when given, else the first images of the class folder."""
+    if neuron in extras.exemplars:
+        pics = extras.exemplars[neuron][:n_real]
+        imgs = [_img_tag(_array_uri(p.image), p.title, "thumb") for p in pics]
+        return _group(f"real exemplars: top {len(pics)} of the store", imgs, "real")
+    real = _real_images(run, run_dir, cls, n_real)
+    if not real:
+        return ""
+    imgs = [_img(p, f"real {cls} {p.name}", p.parent, image_only=True, cls="thumb") for p in real]
+    return _group(f"real images of {cls}", imgs, "real")
 
 
 def _gallery(
@@ -421,36 +534,60 @@ def _gallery(
     run: dict[str, Any],
     run_dir: Path,
     n_real: int,
+    extras: ReportExtras,
     realism: dict[str, Any] | None = None,
 ) -> str:
+    """One row per (class, neuron): real exemplars, then every method's samples."""
     parts = []
-    for cls in sorted({s.class_name for s in sets}):
-        rows = []
-        real = _real_images(run, run_dir, cls, n_real)
-        if real:
-            rows.append(
-                '<div class="row real"><b>real</b>'
-                + "".join(_img(p, f"real {p.name}", p.parent, image_only=True) for p in real)
-                + "</div>"
-            )
-        for s in (s for s in sets if s.class_name == cls):
-            imgs = "".join(
+    for cls, neuron in sorted({(s.class_name, s.neuron) for s in sets}):
+        groups = [_real_group(neuron, cls, extras, run, run_dir, n_real)]
+        for s in (s for s in sets if (s.class_name, s.neuron) == (cls, neuron)):
+            probs = [r.get("target_probability") for r in s.records]
+            imgs = [
                 _img(
                     p,
                     f"{s.method} {s.neuron} #{r.get('index')} seed {r.get('seed')} "
                     f"p={_fmt(r.get('target_probability'))}",
                     run_dir,
+                    cls="thumb",
                 )
                 for p, r in zip(s.image_paths(), s.records, strict=True)
-            )
-            rows.append(
-                f'<div class="row method" data-method="{html.escape(s.method)}">'
-                f"<b>{html.escape(s.method)}</b>{imgs}</div>"
-            )
+            ]
+            known = [p for p in probs if p is not None]
+            p_text = f", p(target) {np.mean(known):.2f}" if known else ""
+            groups.append(_group(f"{s.method}{p_text}", imgs, "method", s.method))
             if s.method.startswith("generator"):
-                rows.append(_neighbours(s, run, run_dir, realism or {}))
-        parts.append(f'<section class="class"><h3>{html.escape(cls)}</h3>{"".join(rows)}</section>')
+                groups.append(_neighbours(s, run, run_dir, realism or {}))
+        parts.append(
+            f'<section class="neuron" data-neuron="{html.escape(neuron)}">'
+            f"<h3>{html.escape(neuron)} &mdash; class {html.escape(cls)}</h3>"
+            f'<div class="groups">{"".join(groups)}</div></section>'
+        )
     return "\n".join(parts)
+
+
+def _outlier_section(extras: ReportExtras) -> str:
+    if not extras.outliers:
+        return ""
+    rows = "".join(
+        _group(
+            f"{cls}: least likely under its own model",
+            [
+                f'<figure class="tile">{_img_tag(_array_uri(p.image), p.title, "thumb")}'
+                f"<figcaption>{html.escape(p.caption)}</figcaption></figure>"
+                for p in pics
+            ],
+            "outliers",
+        )
+        for cls, pics in extras.outliers.items()
+    )
+    return (
+        "<h2>Class outliers</h2><p>Real images ranked by the robust z-score of their NLL "
+        "under their own class's model at their most atypical layer (mislabelled, corrupt or "
+        "off-distribution images come first); below each: its z-score and the unit of its "
+        "most atypical layer that adds most to its Mahalanobis distance (hover or click for "
+        f'more).</p><div class="groups">{rows}</div>'
+    )
 
 
 def write_report(
@@ -459,17 +596,21 @@ def write_report(
     out: str | Path | None = None,
     n_real: int = 8,
     title: str = "actstats report",
+    extras: ReportExtras | None = None,
 ) -> Path:
     """Write ``report.html`` (and its plot PNGs) for the run in ``run_dir``; return its path."""
     run_dir = Path(run_dir)
+    extras = extras or ReportExtras()
     sets, run, realism = load_run(run_dir)
     out = Path(out) if out is not None else run_dir / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = [
-        plot_nll(sets, out.parent / "nll_by_layer.png"),
+        plot_nll(sets, out.parent / "nll_by_layer.png", extras.real_nll, extras.real_nll_label),
         plot_target(sets, out.parent / "target_history.png"),
     ]
     rows = metrics_rows(sets, realism)
+    if extras.real_nll:
+        rows.append({"method": extras.real_nll_label, "nll": dict(extras.real_nll)})
     buf = io.StringIO()
     buf.write(
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
@@ -477,6 +618,13 @@ def write_report(
     )
     if run.get("description"):
         buf.write(f"<p>{html.escape(str(run['description']))}</p>")
+    buf.write(
+        "<h2>Samples</h2><p>Per neuron: the real images that drive it most, then each "
+        "method's samples. Click an image to enlarge it."
+        + (f" {html.escape(extras.exemplar_note)}" if extras.exemplar_note else "")
+        + "</p>"
+        + _gallery(sets, run, run_dir, n_real, extras, realism)
+    )
     buf.write("<h2>Metrics</h2>" + _tables(rows, _layers(sets)))
     if realism.get("definitions"):
         buf.write(
@@ -492,12 +640,10 @@ def write_report(
         + "".join(_img(p, p.stem, out.parent) for p in plots)
         + "</div>"
     )
+    buf.write(_outlier_section(extras))
     buf.write(_explain_section(_read_optional(run_dir / "explain.json"), run_dir))
-    buf.write(
-        "<h2>Samples</h2><p>Below each generator's samples: the nearest image (judge features) "
-        "among the images it was trained on and among held-out ones.</p>"
-        + _gallery(sets, run, run_dir, n_real, realism)
-        + "</body></html>"
-    )
-    out.write_text(buf.getvalue())
+    buf.write(_LIGHTBOX + "</body></html>")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(buf.getvalue())
+    tmp.replace(out)
     return out

@@ -129,6 +129,7 @@ class Network:
         self._fx_nodes: list[str] | None = None
         self._finish_order: list[str] | None = None
         self._fx_extractors: dict[tuple[str, ...], nn.Module] = {}
+        self._outputs: dict[str, bool] = {}
 
     # ----------------------------------------------------------------- names
     def layer_names(self) -> list[str]:
@@ -313,6 +314,27 @@ class Network:
         if self.aliases:
             return [a for a in self.aliases if a.startswith(("pool", "fc"))]
         return _stage_outputs(self.module, self.preprocessing.crop, self.device)
+
+    def is_output(self, layer: str) -> bool:
+        """Whether ``layer``'s output is what the network returns (its logits).
+
+        Read from the graph with one forward pass of a random image (batch 1): the
+        layer's hooked output must be the returned tensor, or equal to it. So ``fc8``
+        of a VGG and ``net._fc`` of a factory model whose ``forward`` ends in
+        ``return self._fc(x)`` are recognised without class names.
+        """
+        key = self.module_name(layer)
+        if key not in self._outputs:
+            size = self.preprocessing.crop
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(1, 3, size, size, generator=gen).to(self.device)
+            with torch.inference_mode():
+                out = self.module(x)
+                act = self.activations(x, [layer], run_to_end=True)[layer]
+            self._outputs[key] = isinstance(out, torch.Tensor) and (
+                act is out or (act.shape == out.shape and bool(torch.equal(act, out)))
+            )
+        return self._outputs[key]
 
     def output_shape(self, layer: str) -> tuple[int, ...]:
         """Shape of one image's activation at ``layer`` (no batch axis)."""

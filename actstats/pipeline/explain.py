@@ -20,7 +20,7 @@ from PIL import Image
 
 from actstats.errors import ActstatsError
 from actstats.explain.localize import localize
-from actstats.explain.saliency import saliency_map
+from actstats.explain.saliency import clip_percentile, saliency_map
 from actstats.io.data import BadImageError, load_image
 from actstats.net.names import parse_neuron
 from actstats.net.network import Network, load_network
@@ -83,27 +83,44 @@ def run_saliency(
     weights: str | None = None,
     fitted: str | Path | None = None,
     smoothgrad: int = 0,
+    percentile: float = 99.0,
+    overlay: bool = False,
     device: str = "auto",
 ) -> tuple[Path, Path]:
-    """Write the heat map over the image (``output`` PNG) and the raw map (same stem, ``.npy``)."""
+    """Write the image beside its saliency heat map (``output``, always ``.png``) and the raw
+    map (same stem, ``.npy``); return both paths.
+
+    The map is shown as Simonyan et al. show it (their Fig. 2): on its own, scaled by
+    its ``percentile``-th value and clipped there (:func:`clip_percentile`); ``overlay``
+    adds a third panel with the clipped map over the image.
+    """
     net, _ = open_network(network, weights, fitted, device)
     inputs = load_input(net, image)
     resolved = net.resolve_neuron(parse_neuron(neuron))
     sal = saliency_map(net, inputs, resolved, smoothgrad=smoothgrad)[0].numpy()
+    heat = clip_percentile(sal, percentile)
     out = Path(output)
+    if out.suffix.lower() != ".png":
+        out = out.with_name(out.name + ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     npy = out.with_suffix(".npy")
     np.save(npy, sal)
     plt = _figure()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    panels = 3 if overlay else 2
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.9))
     rgb = net.preprocessing.to_uint8(inputs)[0]
     axes[0].imshow(rgb)
-    axes[0].set_title(Path(image).name)
-    axes[1].imshow(rgb)
-    axes[1].imshow(sal, cmap="inferno", alpha=0.6)
+    axes[0].set_title(Path(image).name, fontsize=9)
+    shown = axes[1].imshow(heat, cmap="inferno", vmin=0.0, vmax=1.0)
+    method = f"SmoothGrad {smoothgrad}, " if smoothgrad else ""
     axes[1].set_title(
-        f"saliency {resolved}" + (f" (SmoothGrad {smoothgrad})" if smoothgrad else "")
+        f"saliency of {resolved}\n({method}max_c |dS/dI|, clipped at p{percentile:g})", fontsize=9
     )
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+    if overlay:
+        axes[2].imshow(rgb)
+        axes[2].imshow(heat, cmap="inferno", alpha=0.6 * heat, vmin=0.0, vmax=1.0)
+        axes[2].set_title("overlay", fontsize=9)
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
@@ -138,15 +155,20 @@ def run_localize(
         json.dumps({"image": str(image), "neuron": str(resolved), **loc.to_json()}, indent=1)
     )
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(rgb)
-    ax.imshow(np.ma.masked_where(~loc.mask, loc.mask), cmap="autumn", alpha=0.4)
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.9))
     x0, y0, x1, y1 = loc.box
-    ax.add_patch(
-        plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="lime", linewidth=2)
-    )
-    ax.set_title(f"{resolved}")
-    ax.axis("off")
+    axes[0].imshow(rgb)
+    axes[0].imshow(np.ma.masked_where(~loc.mask, loc.mask), cmap="autumn", alpha=0.4)
+    axes[0].set_title(f"{resolved}: object mask and box", fontsize=9)
+    axes[1].imshow(clip_percentile(sal), cmap="inferno", vmin=0.0, vmax=1.0)
+    axes[1].set_title("saliency, clipped at p99", fontsize=9)
+    for ax in axes:
+        ax.add_patch(
+            plt.Rectangle(
+                (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="lime", linewidth=2
+            )
+        )
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "overlay.png")
     plt.close(fig)

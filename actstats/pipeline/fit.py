@@ -33,7 +33,6 @@ full covariance from no more images than dimensions -- gets one
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -43,7 +42,6 @@ from typing import Any
 
 import dask
 import numpy as np
-from dask.callbacks import Callback
 
 from actstats.errors import ActstatsError
 from actstats.io.locks import writer_lock
@@ -61,7 +59,7 @@ from actstats.pipeline.fit_tasks import (
     merge_tree,
     pick,
 )
-from actstats.pipeline.schedule import Progress, check_reachable, compute_options
+from actstats.pipeline.schedule import Progress, check_reachable, compute_options, task_progress
 from actstats.stats.gaussian import Moments, parse_cov_spec
 from actstats.stats.mixture import parse_mixture_spec
 from actstats.stats.modelset import ALL_CLASSES, ModelSet
@@ -166,23 +164,6 @@ def _task_rows(st: ActivationStore, layers: Sequence[str]) -> int:
 
 
 # -------------------------------------------------------------------------------- driver
-class _TaskProgress(Callback):
-    """Reports finished dask tasks as ``progress(done, total)`` (local schedulers)."""
-
-    def __init__(self, progress: Progress) -> None:
-        super().__init__()
-        self._progress = progress
-        self._done = self._total = 0
-
-    def _start_state(self, dsk: Any, state: Any) -> None:
-        self._total = sum(len(state[k]) for k in ("ready", "waiting", "running"))
-        self._progress(0, self._total)
-
-    def _posttask(self, *args: Any) -> None:
-        self._done += 1
-        self._progress(self._done, self._total)
-
-
 def fit_store(
     store: str | os.PathLike,
     output: str | os.PathLike | None,
@@ -278,7 +259,7 @@ def _fit(
     }
     with compute_options(scheduler, workers) as sched:
         graph = _graph(plan, resolve_location(st.path), form == "diag", mix, options)
-        with _TaskProgress(progress) if progress else contextlib.nullcontext():
+        with task_progress(progress):
             (finals,) = dask.compute(graph, **sched)
     models = ModelSet(
         {g: cm for g, (cm, _) in finals.items()}, plan.layers, _provenance(st, plan, options)

@@ -23,7 +23,7 @@ from actstats.eval.metrics import layer_nll, target_probability
 from actstats.io.artifacts import SampleResult, write_samples
 from actstats.io.generator import read_generator
 from actstats.net.names import NeuronSpec, output_index, parse_neuron
-from actstats.net.network import Network
+from actstats.net.network import Network, ResolvedNeuron
 from actstats.pipeline.session import Session, check_network, open_session
 from actstats.stats.modelset import ALL_CLASSES, ModelSet
 from actstats.synth.jobs import ClassStats, Job, unit_std
@@ -48,11 +48,14 @@ def sample_units(
     class_name: str | None = None,
     config: RenderConfig | None = None,
     progress: Progress | None = None,
+    logits: str | None = None,
 ) -> list[list[SampleResult]]:
     """Sample ``n`` images for each neuron in one batch; one list of results per neuron.
 
     Checks the network against the model file first. Deterministic for a given
-    ``seed`` on the CPU.
+    ``seed`` on the CPU. ``logits`` names the layer that holds the network's class
+    scores when it is not what ``forward`` returns (default: detected from the graph);
+    samples of its units report their softmax probability.
     """
     if n < 1:
         raise ActstatsError(f"-n {n}: must be >= 1")
@@ -66,7 +69,7 @@ def sample_units(
     stats = [session.class_stats(c) for c in names]
     jobs = [Job(r, s, n) for r, s in zip(resolved, stats, strict=True)]
     syn = synthesize(network, jobs, method, config=config, seed=seed, progress=progress)
-    measured = _measure(network, syn.result.images, jobs, names)
+    measured = _measure(network, syn.result.images, jobs, names, logits)
     total = sum(j.n for j in jobs)
     out = []
     for j, (job, rows) in enumerate(zip(jobs, syn.rows, strict=True)):
@@ -119,8 +122,33 @@ def sample_unit(
     return sample_units(models, network, [neuron], method, n, seed, **kwargs)[0]
 
 
+def _target_class(
+    network: Network, neuron: ResolvedNeuron, name: str, logits: str | None
+) -> int | None:
+    """The output index whose probability a sample reports; None where there is none.
+
+    The class folder's output when the network names its classes (or it is an
+    ImageNet wnid); else the unit itself when it is an output unit: a unit with a
+    class name, a unit of the ``logits`` layer the user named, or of the layer
+    whose output the network returns (detected from the graph).
+    """
+    cls = output_index(name, network.categories) if name != ALL_CLASSES else None
+    if cls is not None:
+        return cls
+    if neuron.label is not None:
+        return neuron.index
+    if logits is not None:
+        same = network.module_name(neuron.layer) == network.module_name(logits)
+        return neuron.index if same else None
+    return neuron.index if network.is_output(neuron.layer) else None
+
+
 def _measure(
-    network: Network, images: torch.Tensor, jobs: Sequence[Job], names: Sequence[str]
+    network: Network,
+    images: torch.Tensor,
+    jobs: Sequence[Job],
+    names: Sequence[str],
+    logits_layer: str | None = None,
 ) -> list[dict[str, Any]]:
     """Final target score, class probability and per-layer NLL of every image."""
     x = images.to(network.device)
@@ -129,14 +157,15 @@ def _measure(
     for job, name in zip(jobs, names, strict=True):
         stats = job.stats
         assert stats is not None
-        layers = sorted({job.neuron.layer, *stats.layers})
+        extra = [logits_layer] if logits_layer else []
+        layers = sorted({job.neuron.layer, *stats.layers, *extra})
+        batch = x[start : start + job.n]
         with torch.inference_mode():
-            acts = network.activations(x[start : start + job.n], layers)
-            logits = network.module(x[start : start + job.n]).double().cpu().numpy()
+            acts = network.activations(batch, layers)
+            raw = acts[logits_layer] if logits_layer else network.module(batch)
+            logits = raw.flatten(1).double().cpu().numpy()
         score = unit_value(acts[job.neuron.layer], job.neuron.index, job.neuron.yx)
-        cls = output_index(name, network.categories) if name != ALL_CLASSES else None
-        if cls is None and job.neuron.label is not None:
-            cls = job.neuron.index
+        cls = _target_class(network, job.neuron, name, logits_layer)
         prob = target_probability(logits, cls) if cls is not None else None
         nll = {ly: layer_nll(stats.models[ly], _rows(acts[ly], stats, ly)) for ly in stats.layers}
         dims = {ly: _model_dim(stats.models[ly]) for ly in stats.layers}
@@ -198,6 +227,7 @@ def run_sample(
     overrides: Mapping[str, Any] | None = None,
     label: str | None = None,
     generator: str | Path | None = None,
+    logits: str | None = None,
 ) -> list[Path]:
     """Open a session on the model file, sample every neuron, write the results.
 
@@ -232,6 +262,7 @@ def run_sample(
         class_name=class_name,
         config=config,
         progress=progress,
+        logits=logits,
     )
     extra = (
         {"method": label, "recipe": method, "overrides": dict(overrides or {})}

@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from dask.callbacks import Callback
+
 from actstats.errors import ActstatsError
 from actstats.io.store import is_process_local
 
@@ -22,6 +24,7 @@ __all__ = [
     "check_reachable",
     "compute_options",
     "is_local",
+    "task_progress",
 ]
 
 #: dask's in-process schedulers by every name ``--scheduler`` accepts; anything else
@@ -63,3 +66,25 @@ def compute_options(scheduler: str | None, workers: int | None) -> Iterator[dict
 
     with connect(scheduler, workers) as client:
         yield {"scheduler": client.get}
+
+
+class _TaskProgress(Callback):
+    """Reports finished dask tasks as ``progress(done, total)`` (local schedulers)."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self._progress = progress
+        self._done = self._total = 0
+
+    def _start_state(self, dsk: Any, state: Any) -> None:
+        self._total = sum(len(state[k]) for k in ("ready", "waiting", "running"))
+        self._progress(0, self._total)
+
+    def _posttask(self, *args: Any) -> None:
+        self._done += 1
+        self._progress(self._done, self._total)
+
+
+def task_progress(progress: Progress | None) -> contextlib.AbstractContextManager[Any]:
+    """Call ``progress(done, total)`` as the tasks of local dask computations inside finish."""
+    return _TaskProgress(progress) if progress else contextlib.nullcontext()
