@@ -9,6 +9,7 @@ the library. Library code raises :class:`~actstats.errors.ActstatsError`;
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -33,13 +34,21 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _print_warning(message: Warning | str, category: type[Warning], *_args: Any) -> None:
+    """Library warnings as one line each (``warning: ...``), not Python's two-line form."""
+    err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn an :class:`ActstatsError` raised by ``fn`` into a one-line message and exit 1."""
+    """Turn an :class:`ActstatsError` raised by ``fn`` into a one-line message and exit 1;
+    print the library's warnings as one line each."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _print_warning
+                return fn(*args, **kwargs)
         except ActstatsError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None

@@ -46,6 +46,12 @@ def fit(
     workers: int | None = typer.Option(None, help="Start N local dask worker processes."),
     seed: int = typer.Option(0, help="Seed of the held-out split and mixture fits."),
     overwrite: bool = typer.Option(False, help="Replace an existing model directory."),
+    memory: str | None = typer.Option(
+        None,
+        help="Memory budget for the moments, e.g. 4GB [default: half the machine's memory]. "
+        "--cov auto keeps within it (low-rank + diagonal or diagonal for wide layers); "
+        "a --cov that cannot fit is refused.",
+    ),
 ) -> None:
     """Fit Gaussian / mixture models per class and layer, and joint models of adjacent layers."""
     with counting_bar("fit", "tasks", transient=True) as progress:
@@ -61,7 +67,10 @@ def fit(
             seed=seed,
             overwrite=overwrite,
             progress=progress,
+            memory=memory,
         )
+    for note in result.notes:
+        console.print(f"[bold]memory:[/] {note}", highlight=False, soft_wrap=True)
     table = Table(title=f"fitted models -> {result.path}")
     for col in ("class", "layer", "N", "D", "cov", "rank", "mixture", "held-out LL/dim", "time"):
         table.add_column(col, justify="left" if col in ("class", "layer", "cov") else "right")

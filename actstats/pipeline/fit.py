@@ -48,6 +48,13 @@ from actstats.pipeline.fit_tasks import (
     merge_tree,
     pick,
 )
+from actstats.pipeline.memory import (
+    AUTO_RANK,
+    MomentPlan,
+    default_memory,
+    parse_memory,
+    plan_moments,
+)
 from actstats.pipeline.schedule import Progress, check_reachable, compute_options
 from actstats.stats.gaussian import parse_cov_spec
 from actstats.stats.mixture import parse_mixture_spec
@@ -64,6 +71,8 @@ class FitResult:
     models: ModelSet
     path: Path | str
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: What the memory budget changed (one line per layer), for the CLI to print.
+    notes: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------- planning
@@ -169,6 +178,7 @@ def fit_store(
     full_max_dim: int = 512,
     progress: Progress | None = None,
     workers: int | None = None,
+    memory: int | str | None = None,
 ) -> FitResult:
     """Fit Gaussian (and optionally mixture) models per class and layer, and joint models
     of adjacent layers, from an activation store; save them to ``output``.
@@ -203,6 +213,12 @@ def fit_store(
         ``progress(done_tasks, total_tasks)`` as tasks finish (local schedulers).
     workers : int, optional
         Start a ``LocalCluster`` of this many worker processes for the fit.
+    memory : int or str, optional
+        Budget for the fit's moments (bytes or ``"4GB"``; default: half the machine's
+        memory). Layers whose dense covariance would not fit get low-rank + diagonal
+        models from a streamed sketch, or diagonal ones (``cov="auto"``; said in
+        ``FitResult.notes``); an explicit ``full`` that cannot fit is refused
+        (:func:`actstats.pipeline.memory.plan_moments`).
 
     Returns
     -------
@@ -219,6 +235,16 @@ def fit_store(
     check_reachable(os.fspath(store), scheduler, workers)
     st = open_store(store)
     plan = _make_plan(st, classes, layers, holdout, seed)
+    budget = parse_memory(memory) if isinstance(memory, str) else memory or default_memory()
+    dims = {e["name"]: int(e["dim"]) for e in st.attrs["layers"] if e["name"] in plan.layers}
+    moments = plan_moments(
+        dims,
+        cov=form,
+        n_groups=len(plan.groups),
+        memory=budget,
+        threads=1 if scheduler in ("sync", "synchronous") else workers,
+        rank=int(parse_cov_spec(cov)[1].get("rank", AUTO_RANK)),
+    )
     options = {
         "cov": cov,
         "mixture": mixture,
@@ -226,9 +252,10 @@ def fit_store(
         "holdout": holdout,
         "basis_dim": basis_dim,
         "full_max_dim": full_max_dim,
+        "moments": moments.forms,
     }
     with compute_options(scheduler, workers) as sched:
-        graph = _graph(plan, resolve_location(st.path), form == "diag", mix, options)
+        graph = _graph(plan, resolve_location(st.path), moments, mix, options)
         with _TaskProgress(progress) if progress else contextlib.nullcontext():
             (finals,) = dask.compute(graph, **sched)
     models = ModelSet(
@@ -238,11 +265,11 @@ def fit_store(
     path = _output_path(output)
     if output is not None:
         save_models(models, output, overwrite=overwrite)
-    return FitResult(models, path, rows)
+    return FitResult(models, path, rows, moments.notes)
 
 
 def _graph(
-    plan: _Plan, store: str, diag_only: bool, mixture: int | str, options: dict[str, Any]
+    plan: _Plan, store: str, moments: MomentPlan, mixture: int | str, options: dict[str, Any]
 ) -> dict[str, Any]:
     """Both passes as one dask graph: ``{class: delayed (ClassModels, summary rows)}``.
 
@@ -251,7 +278,7 @@ def _graph(
     """
     cov, seed = options["cov"], options["seed"]
     parts = [
-        dask.delayed(chunk_moments)(store, plan.layers, span, rows, diag_only)
+        dask.delayed(chunk_moments)(store, plan.layers, span, rows, moments.forms, moments.rows)
         for span, rows in zip(plan.chunks, plan.train, strict=True)
     ]
     stage1 = {}
@@ -262,6 +289,7 @@ def _graph(
             cov,
             options["basis_dim"],
             options["full_max_dim"],
+            moments.rank,
         )
     parts2 = [
         dask.delayed(chunk_pass2)(

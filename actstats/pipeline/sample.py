@@ -131,7 +131,9 @@ def _measure(
         with torch.inference_mode():
             acts = network.activations(x[start : start + job.n], layers)
             logits = network.module(x[start : start + job.n]).double().cpu().numpy()
-        score = unit_value(acts[job.neuron.layer], job.neuron.index, job.neuron.yx)
+        score = unit_value(
+            acts[job.neuron.layer], job.neuron.index, job.neuron.yx, job.neuron.layout
+        )
         cls = output_index(name, network.categories) if name != ALL_CLASSES else None
         if cls is None and job.neuron.label is not None:
             cls = job.neuron.index

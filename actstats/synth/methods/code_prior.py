@@ -82,9 +82,11 @@ def choose_code_layer(
         layer = layers[-1]
         candidates = [layer] if layer in stats.layers else []
     else:
-        candidates = [ly for ly in stats.layers if len(network.output_shape(ly)) == 1]
+        candidates = [ly for ly in stats.layers if network.layer_layout(ly).kind == "NC"]
     candidates = [
-        ly for ly in candidates if depth(ly) < top and stats.reductions.get(ly, "full") == "full"
+        ly
+        for ly in candidates
+        if depth(ly) < top and str(stats.reductions.get(ly, "full")) == "full"
     ]
     if not candidates:
         raise ActstatsError(
@@ -148,7 +150,10 @@ def optimize_code(
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
         value = obj.unit_value(
-            forward_from_code(network, layer, lo + u * span, neuron.layer), neuron.index, neuron.yx
+            forward_from_code(network, layer, lo + u * span, neuron.layer),
+            neuron.index,
+            neuron.yx,
+            neuron.layout,
         )
         (-value.sum()).backward()
         optimizer.step()
