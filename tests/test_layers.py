@@ -78,3 +78,12 @@ def test_layers_table_never_cuts_names(width: int) -> None:
         assert "left out for width" in text
     else:
         assert "NTC:1+14x14" in text and "cls+grid:2 (3,840)" in text
+
+
+def test_a_model_meta_cannot_build_falls_back_to_random_weights_offline() -> None:
+    """RegNet's builder reads tensor values (fails on meta): CPU, random weights, no download."""
+    from actstats.net.network import network_layers
+
+    net, rows = network_layers("regnet_x_400mf")
+    assert net.device.type == "cpu" and net.weights == "none"
+    assert {r.name: str(r.layout) for r in rows}["trunk_output"] == "NCHW"

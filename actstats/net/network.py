@@ -291,7 +291,12 @@ class Network:
         target = self.module_name(layer)
         nodes = self._graph_nodes()
         if nodes:  # a module's output is the last graph node inside it
-            return max(i for i, n in enumerate(nodes) if n == target or n.startswith(target + "."))
+            name = target
+            while name:  # inside a module FX keeps whole (ViT's MLP block): its node's rank
+                found = [i for i, n in enumerate(nodes) if n == name or n.startswith(name + ".")]
+                if found:
+                    return max(found)
+                name = name.rpartition(".")[0]
         return self._forward_order().index(target)
 
     def _forward_order(self) -> list[str]:
@@ -416,10 +421,13 @@ def network_layers(
 
     Shapes and layouts need no weights: a torchvision name with ``weights`` none is
     built on the ``meta`` device (no initialization, no memory; VGG16 in well under
-    a second) and probed there; a model whose forward cannot run on meta tensors,
-    or named weights, is built on the CPU and probed at batch 1.
+    a second) and probed there; a model that cannot be built or run on meta tensors
+    (RegNet's builder reads tensor values), or named weights, is built on the CPU
+    (random weights unless named) and probed with two images.
     """
-    if weights in (None, "none") and ":" not in model:
+    if weights is None and ":" not in model:
+        weights = "none"  # a torchvision name: shapes need no weights, never a download
+    if weights == "none" and ":" not in model:
         try:
             net = load_network(model, "none", device="meta")
             return net, net.layer_info(input_size)
