@@ -231,8 +231,8 @@ def test_existing_store_is_refused_unless_overwrite(
     ("kwargs", "match"),
     [
         ({"layers": ["conv9_9"]}, r"unknown layer 'conv9_9'.*available: conv1_1"),
-        ({"reduce": {"fc8": "mean"}}, r"fc8=mean: needs a conv layer"),
-        ({"reduce": {"fc7": "grid:0"}}, r"use full, mean or grid:S"),
+        ({"reduce": {"fc8": "mean"}}, r"fc8=mean: mean needs a spatial or token layer"),
+        ({"reduce": {"fc7": "grid:0"}}, r"use full, mean, grid:S, cls, tokens:S"),
         ({"reduce": {"pool4": "grid:3"}}, r"S must be 1..2"),
         ({"reduce": {"fc5": "full"}}, r"--reduce fc5: not a collected layer"),
         ({"classes": ["eleven"]}, r"unknown class 'eleven'.*valid: one, three, zero"),
@@ -310,7 +310,7 @@ dtype = "float16"
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        (["--reduce", "fc8"], "expected LAYER=full|mean|grid:S"),
+        (["--reduce", "fc8"], "expected LAYER=REDUCTION"),
         (["--layers", "nope"], "unknown layer 'nope'"),
         (["--classes", "one,eleven"], "unknown class 'eleven'"),
         (["--device", "tpu"], "use auto, cpu, cuda or cuda:N"),

@@ -410,7 +410,7 @@ def test_numeric_options_are_checked_at_the_edge(command, data, value, tmp_path_
         "sample": (actstats.cli.sample, "run_sample"),
         "fit": (actstats.cli.fit, "fit_store"),
         "collect": (actstats.cli.collect, "collect"),
-        "report": (actstats.cli.report, "write_report"),
+        "report": (actstats.cli.report, "run_report"),
     }[command]
     original = getattr(*target)
 

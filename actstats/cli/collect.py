@@ -44,7 +44,16 @@ def collect_command(
     layers: list[str] | None = typer.Option(
         None, "--layers", help="Layers, comma-separated or repeated, e.g. conv4_3,fc7,fc8."
     ),
-    reduce: list[str] | None = typer.Option(None, help="LAYER=full|mean|grid:S (repeatable)."),
+    reduce: list[str] | None = typer.Option(
+        None,
+        help="LAYER=REDUCTION (repeatable): full, mean, grid:S, cls, tokens:S or parts joined "
+        "by + (cls+grid:2); default per layout within --max-values.",
+    ),
+    max_values: int | None = typer.Option(
+        None,
+        "--max-values",
+        help="Values per image a layer's default reduction may store [default: 16384].",
+    ),
     dtype: str | None = typer.Option(None, help="float16 | float32 [default: float32]"),
     batch_size: int | None = typer.Option(None, "--batch-size", help="[default: 64]"),
     chunk_size: int | None = typer.Option(None, "--chunk-size", help="Images per store chunk."),
@@ -78,6 +87,7 @@ def collect_command(
         "per_class": per_class,
         "layers": split_list(layers),
         "reduce": parse_reduce_options(reduce) or None,
+        "max_values": max_values,
         "dtype": dtype,
         "batch_size": batch_size,
         "chunk_size": chunk_size,

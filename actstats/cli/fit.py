@@ -51,6 +51,12 @@ def fit(
     allow_incomplete: bool = typer.Option(
         False, "--allow-incomplete", help="Fit a store an interrupted collect left unfinished."
     ),
+    memory: str | None = typer.Option(
+        None,
+        help="Memory budget for the moments, e.g. 4GB [default: half the machine's memory]. "
+        "--cov auto keeps within it (low-rank + diagonal or diagonal for wide layers); "
+        "a --cov that cannot fit is refused.",
+    ),
 ) -> None:
     """Fit Gaussian / mixture models per class and layer, and joint models of adjacent layers."""
     check_options(workers=workers, seed=seed)
@@ -69,7 +75,10 @@ def fit(
             overwrite=overwrite,
             progress=progress,
             allow_incomplete=allow_incomplete,
+            memory=memory,
         )
+    for note in result.notes:
+        console.print(f"[bold]memory:[/] {escape(note)}", highlight=False, soft_wrap=True)
     table = Table(title=f"fitted models -> {escape(str(result.path))}")
     for col in ("class", "layer", "N", "D", "cov", "rank", "mixture", "held-out LL/dim", "time"):
         table.add_column(col, justify="left" if col in ("class", "layer", "cov") else "right")

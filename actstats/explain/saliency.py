@@ -18,7 +18,7 @@ import torch
 
 from actstats.errors import ActstatsError
 from actstats.net.network import Network, ResolvedNeuron
-from actstats.synth.objectives import unit_value
+from actstats.net.reduce import unit_value
 
 __all__ = ["clip_percentile", "saliency_map", "unit_gradient"]
 
@@ -50,7 +50,10 @@ def unit_gradient(network: Network, inputs: torch.Tensor, neuron: ResolvedNeuron
     x = inputs.detach().to(network.device).requires_grad_(True)
     with torch.enable_grad():
         score = unit_value(
-            network.activations(x, [neuron.layer])[neuron.layer], neuron.index, neuron.yx
+            network.activations(x, [neuron.layer])[neuron.layer],
+            neuron.index,
+            neuron.yx,
+            neuron.layout,
         )
         (grad,) = torch.autograd.grad(score.sum(), x)
     return grad

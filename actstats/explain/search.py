@@ -72,7 +72,7 @@ def best_window(
             out = (
                 torch.log_softmax(acts, 1)[:, neuron.index]
                 if acts.ndim == 2
-                else unit_value(acts, neuron.index, neuron.yx)
+                else unit_value(acts, neuron.index, neuron.yx, neuron.layout)
             )
             scores.append(out.cpu())
     return windows[int(torch.cat(scores).argmax())]

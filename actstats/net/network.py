@@ -14,6 +14,7 @@ modules (``flatten``, ``add``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import math
@@ -28,6 +29,7 @@ import torchvision
 from torch import nn
 
 from actstats.errors import ActstatsError
+from actstats.net.layout import Layout, detect_layouts, layout_from_shape
 from actstats.net.names import NeuronSpec, output_index, vgg_aliases
 from actstats.net.preprocessing import Preprocessing
 
@@ -36,13 +38,17 @@ __all__ = [
     "Network",
     "ResolvedNeuron",
     "load_network",
+    "network_layers",
     "resolve_device",
     "state_dict_sha256",
 ]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    """``auto`` -> CUDA when available, else CPU; ``cpu``/``cuda``/``cuda:N``/``meta`` as given.
+
+    ``meta`` builds a network without memory or weights, enough for shapes and layouts.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -77,6 +83,7 @@ class LayerInfo:
     kind: str
     shape: tuple[int, ...]
     params: int
+    layout: Layout = field(default_factory=lambda: Layout("other"))
 
     @property
     def size(self) -> int:
@@ -96,6 +103,8 @@ class ResolvedNeuron:
     index: int
     yx: tuple[int, int] | None = None
     label: str | None = None
+    layout: Layout | None = None
+    shape: tuple[int, ...] | None = None
 
     def __str__(self) -> str:
         pos = f"@{self.yx[0]},{self.yx[1]}" if self.yx else ""
@@ -123,9 +132,10 @@ class Network:
         self.module.to(self.device)
         if not self.aliases:
             self.aliases = vgg_aliases(self.module)
-        if not self.weights_sha256:
+        if not self.weights_sha256 and self.device.type != "meta":
             self.weights_sha256 = state_dict_sha256(self.module)
         self._modules = dict(self.module.named_modules())
+        self._layouts: dict[str, tuple[tuple[int, ...], Layout]] | None = None
         self._fx_nodes: list[str] | None = None
         self._finish_order: list[str] | None = None
         self._fx_extractors: dict[tuple[str, ...], nn.Module] = {}
@@ -219,36 +229,40 @@ class Network:
         feats = extractor(inputs)
         return {layer: feats[t] for layer, t in targets.items()}
 
+    def _probe(self, size: int | None = None, batch: int = 1) -> torch.Tensor:
+        size = size or self.preprocessing.crop
+        return torch.zeros(batch, 3, size, size, device=self.device)
+
+    def module_layouts(self) -> dict[str, tuple[tuple[int, ...], Layout]]:
+        """Every module's output shape (one image) and layout, in forward order.
+
+        One forward pass of two images, made once per network (see
+        :func:`actstats.layout.detect_layouts`).
+        """
+        if self._layouts is None:
+            self._layouts = detect_layouts(self.module, self._probe(batch=2))
+        return self._layouts
+
+    def layer_layout(self, layer: str) -> Layout:
+        """The layout of ``layer``'s output: from the module graph, else from its shape."""
+        found = self.module_layouts().get(self.module_name(layer))
+        if found is not None:
+            return found[1]
+        return layout_from_shape(self.output_shape(layer))
+
     def layer_info(self, input_size: int | None = None) -> list[LayerInfo]:
-        """Every leaf module with its alias, output shape (one image) and parameter count."""
-        size = input_size or self.preprocessing.crop
-        x = torch.zeros(1, 3, size, size, device=self.device)
-        shapes: dict[str, tuple[int, ...]] = {}
-        handles = []
-        for name, mod in self._modules.items():
-            if name and not list(mod.children()):
-                handles.append(
-                    mod.register_forward_hook(
-                        lambda _m, _i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:]))
-                    )
-                )
-        try:
-            with torch.inference_mode():
-                self.module(x)
-        finally:
-            for h in handles:
-                h.remove()
+        """Every module whose output is a batch of tensors (blocks and leaves, in the order
+        their outputs are computed) with its alias, shape (one image), layout and parameters."""
+        if input_size in (None, self.preprocessing.crop):
+            found = self.module_layouts()
+        else:
+            found = detect_layouts(self.module, self._probe(input_size, batch=2))
         rows = []
-        for name, shape in shapes.items():
+        for name, (shape, layout) in found.items():
             mod = self._modules[name]
+            params = sum(p.numel() for p in mod.parameters())
             rows.append(
-                LayerInfo(
-                    self.alias_of(name),
-                    name,
-                    type(mod).__name__,
-                    shape,
-                    sum(p.numel() for p in mod.parameters()),
-                )
+                LayerInfo(self.alias_of(name), name, type(mod).__name__, shape, params, layout)
             )
         return rows
 
@@ -259,13 +273,14 @@ class Network:
         the way ancestral sampling walks them.
         """
         layers = list(dict.fromkeys(layers))
-        size = self.preprocessing.crop
-        x = torch.zeros(1, 3, size, size, device=self.device)
-        with torch.inference_mode():
-            acts = self.activations(x, layers, run_to_end=True)
-        return {
-            layer: tuple(acts[layer].shape[1:]) for layer in sorted(layers, key=self.layer_depth)
-        }
+        found = self.module_layouts()
+        shapes = {layer: found.get(self.module_name(layer), (None,))[0] for layer in layers}
+        missing = [layer for layer, shape in shapes.items() if shape is None]
+        if missing:  # FX-only graph nodes (flatten, add): one forward reads them
+            with torch.inference_mode():
+                acts = self.activations(self._probe(), missing, run_to_end=True)
+            shapes.update({layer: tuple(acts[layer].shape[1:]) for layer in missing})
+        return {layer: shapes[layer] for layer in sorted(layers, key=self.layer_depth)}
 
     def layer_depth(self, layer: str) -> int:
         """Where ``layer``'s output is computed in the forward pass: larger is deeper.
@@ -278,7 +293,12 @@ class Network:
         target = self.module_name(layer)
         nodes = self._graph_nodes()
         if nodes:  # a module's output is the last graph node inside it
-            return max(i for i, n in enumerate(nodes) if n == target or n.startswith(target + "."))
+            name = target
+            while name:  # inside a module FX keeps whole (ViT's MLP block): its node's rank
+                found = [i for i, n in enumerate(nodes) if n == name or n.startswith(name + ".")]
+                if found:
+                    return max(found)
+                name = name.rpartition(".")[0]
         return self._forward_order().index(target)
 
     def _forward_order(self) -> list[str]:
@@ -304,16 +324,23 @@ class Network:
         """Layers collected when none are named: each stage's output, shallow to deep.
 
         VGG-shaped nets: every pooling stage and every fc layer (VGG16: pool1 ..
-        pool5, fc6, fc7, fc8). Other nets: the last module at each spatial
-        resolution a forward pass goes through (a stage ends where the resolution
-        drops; ResNet: layer1 .. layer4), the last spatial map, its global pooling
-        (the code ``code-prior`` optimizes: ResNet's avgpool), then the module
-        that computes the output (the logits). Priors on every stage constrain the image from edges
-        to objects; three deep layers left real-network samples as textures.
+        pool5, fc6, fc7, fc8). Channels-first nets (every layer NCHW or a vector):
+        the last module at each spatial resolution a forward pass goes through (a
+        stage ends where the resolution drops; ResNet: layer1 .. layer4), the last
+        spatial map, its global pooling (the code ``code-prior`` optimizes: ResNet's
+        avgpool), then the module that computes the output (the logits). Priors on
+        every stage constrain the image from edges to objects; three deep layers
+        left real-network samples as textures. Nets with channels-last or token
+        layers (Swin, ViT, MaxViT, ConvNeXt), whose resolutions a 4-D NCHW shape
+        does not tell: the last three top-level children that hold parameters and
+        run (MaxViT: blocks.2, blocks.3, classifier).
         """
         if self.aliases:
             return [a for a in self.aliases if a.startswith(("pool", "fc"))]
-        return _stage_outputs(self.module, self.preprocessing.crop, self.device)
+        called = self.module_layouts()
+        if all(layout.kind in ("NCHW", "NC") for _, layout in called.values()):
+            return _stage_outputs(self.module, self.preprocessing.crop, self.device)
+        return self._called_children(self.module, "", called)[-3:]
 
     def is_output(self, layer: str) -> bool:
         """Whether ``layer``'s output is what the network returns (its logits).
@@ -336,18 +363,37 @@ class Network:
             )
         return self._outputs[key]
 
+    def _called_children(self, module: nn.Module, prefix: str, called: dict[str, Any]) -> list[str]:
+        """Children holding parameters whose forward runs; a container that is never
+        called itself (MaxViT's ``blocks`` ModuleList) is replaced by its children."""
+        out = []
+        for n, m in module.named_children():
+            name = prefix + n
+            if not any(True for _ in m.parameters()):
+                continue
+            out += [name] if name in called else self._called_children(m, name + ".", called)
+        return out
+
     def output_shape(self, layer: str) -> tuple[int, ...]:
         """Shape of one image's activation at ``layer`` (no batch axis)."""
-        x = torch.zeros(1, 3, self.preprocessing.crop, self.preprocessing.crop, device=self.device)
+        found = self.module_layouts().get(self.module_name(layer))
+        if found is not None:
+            return found[0]
         with torch.inference_mode():
-            return tuple(self.activations(x, [layer])[layer].shape[1:])
+            return tuple(self.activations(self._probe(), [layer])[layer].shape[1:])
 
     # --------------------------------------------------------------- neurons
     def resolve_neuron(self, spec: NeuronSpec) -> ResolvedNeuron:
         """Check ``spec`` against this network: layer exists, index in range, class known."""
         module = self.module_name(spec.layer)
         shape = self.output_shape(spec.layer)
-        n_units = shape[0]
+        layout = self.layer_layout(spec.layer)
+        if layout.kind == "other":
+            raise ActstatsError(
+                f"--neuron {spec}: {spec.layer} has shape {list(shape)} and no known channel "
+                "axis; choose another layer (see `actstats layers`)"
+            )
+        n_units = layout.channels(shape)
         label = None
         if spec.class_name is not None:
             if not self.categories:
@@ -370,20 +416,22 @@ class Network:
                 f"--neuron {spec}: index {index} out of range; layer {spec.layer} has units "
                 f"0..{n_units - 1}"
             )
+        grid = layout.grid_shape(shape) if layout.spatial else None
         if spec.yx is not None:
-            if len(shape) != 3:
+            if grid is None:
                 raise ActstatsError(
-                    f"--neuron {spec}: @Y,X needs a conv layer; {spec.layer} has shape {shape}"
+                    f"--neuron {spec}: @Y,X needs a spatial or patch-token layer; {spec.layer} "
+                    f"has shape {list(shape)}, layout {layout}"
                 )
             y, x = spec.yx
-            if not (0 <= y < shape[1] and 0 <= x < shape[2]):
+            if not (0 <= y < grid[0] and 0 <= x < grid[1]):
                 raise ActstatsError(
                     f"--neuron {spec}: position out of range; "
-                    f"valid Y 0..{shape[1] - 1}, X 0..{shape[2] - 1}"
+                    f"valid Y 0..{grid[0] - 1}, X 0..{grid[1] - 1}"
                 )
         if label is None and self.categories and len(self.categories) == n_units:
             label = self.categories[index]
-        return ResolvedNeuron(spec.layer, module, index, spec.yx, label)
+        return ResolvedNeuron(spec.layer, module, index, spec.yx, label, layout, shape)
 
 
 def _stage_outputs(module: nn.Module, size: int, device: torch.device) -> list[str]:
@@ -451,6 +499,29 @@ class _StopForwardError(Exception):
 
 
 # ------------------------------------------------------------------ loading
+def network_layers(
+    model: str, weights: str | None = None, input_size: int | None = None
+) -> tuple[Network, list[LayerInfo]]:
+    """The network and its :meth:`Network.layer_info` rows, as fast as the model allows.
+
+    Shapes and layouts need no weights: a torchvision name with ``weights`` none is
+    built on the ``meta`` device (no initialization, no memory; VGG16 in well under
+    a second) and probed there; a model that cannot be built or run on meta tensors
+    (RegNet's builder reads tensor values), or named weights, is built on the CPU
+    (random weights unless named) and probed with two images.
+    """
+    if weights is None and ":" not in model:
+        weights = "none"  # a torchvision name: shapes need no weights, never a download
+    if weights == "none" and ":" not in model:
+        try:
+            net = load_network(model, "none", device="meta")
+            return net, net.layer_info(input_size)
+        except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError):
+            pass  # data-dependent code (.item(), asserts on values) needs real tensors
+    net = load_network(model, weights, device="cpu")
+    return net, net.layer_info(input_size)
+
+
 def load_network(
     model: str | nn.Module,
     weights: str | None = None,
@@ -484,7 +555,7 @@ def load_network(
         module, name, declared, categories = _from_factory(model)
         weights = weights or "factory"
     else:
-        module, declared, categories = _from_torchvision(model, weights or "imagenet")
+        module, declared, categories = _from_torchvision(model, weights or "imagenet", dev)
         name = model
         weights = weights or "imagenet"
     if weights not in ("imagenet", "none", "factory", "as-given"):
@@ -504,7 +575,7 @@ def load_network(
 
 
 def _from_torchvision(
-    name: str, weights: str
+    name: str, weights: str, device: torch.device
 ) -> tuple[nn.Module, Preprocessing | None, list[str] | None]:
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
@@ -529,14 +600,15 @@ def _from_torchvision(
             Preprocessing.from_torchvision(wenum.transforms()),
             list(wenum.meta["categories"]),
         )
-    if weights == "none":
+    if weights == "none" and device.type != "meta":
         warnings.warn(
             f"--weights none: {name} has random weights; its activations describe no real images",
             stacklevel=3,
         )
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG alone
         torch.manual_seed(0)  # random init is reproducible, so its sha256 is stable
-        module = torchvision.models.get_model(name, weights=None)
+        with torch.device("meta") if device.type == "meta" else contextlib.nullcontext():
+            module = torchvision.models.get_model(name, weights=None)
     try:  # a local file or random init still follows the architecture's usual recipe
         default = torchvision.models.get_model_weights(name).DEFAULT
         return (

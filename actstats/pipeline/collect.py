@@ -62,8 +62,9 @@ from actstats.io.store import (
     store_state,
 )
 from actstats.net.network import Network, load_network
-from actstats.net.reduce import Reduction, parse_reduction
+from actstats.net.reduce import DEFAULT_MAX_VALUES, default_reduction, parse_reduction
 from actstats.pipeline.collect_graph import DECODERS, Job, run_graph
+from actstats.pipeline.memory import format_bytes
 from actstats.pipeline.schedule import Progress, check_reachable
 from actstats.version import __version__
 
@@ -125,6 +126,7 @@ def collect(
     progress: Progress | None = None,
     bf16: bool = False,
     decode: str = "auto",
+    max_values: int = DEFAULT_MAX_VALUES,
 ) -> CollectSummary:
     """Write the activations of ``root/<class>/*`` at ``layers`` into a zarr store.
 
@@ -151,6 +153,9 @@ def collect(
     changed since they were read; float16 values beyond +-65504 are clipped
     to it, counted per row in ``images/clipped`` and reported, never stored
     as ``inf``.
+
+    ``max_values``: the per-image budget of each layer's default reduction (see
+    :func:`plan_layers`); a named ``reduce`` above it is kept with a warning.
     """
     start = time.perf_counter()
     store = os.fspath(store)
@@ -179,6 +184,7 @@ def collect(
             progress=progress,
             bf16=bf16,
             decode=decode,
+            max_values=max_values,
         )
     return dataclasses.replace(summary, seconds=time.perf_counter() - start)
 
@@ -199,6 +205,7 @@ def _collect_locked(
     progress: Progress | None,
     bf16: bool,
     decode: str,
+    max_values: int,
 ) -> CollectSummary:
     """:func:`collect` once the files are listed and the store's writer lock is held."""
     if bf16 and net.device.type != "cuda":
@@ -206,7 +213,7 @@ def _collect_locked(
         bf16 = False
     if decode == "auto":
         decode = "mixed" if net.device.type == "cuda" else "cpu"
-    plan = plan_layers(net, layers, reduce)
+    plan = plan_layers(net, layers, reduce, max_values)
     row_bytes = max(entry["dim"] for entry in plan) * np.dtype(dtype).itemsize
     attrs = {
         "version": STORE_VERSION,
@@ -260,12 +267,17 @@ def _network(network: str | Network, weights: str | None, device: str | None) ->
 
 
 def plan_layers(
-    net: Network, layers: Sequence[str] | None, reduce: dict[str, str] | None
+    net: Network,
+    layers: Sequence[str] | None,
+    reduce: dict[str, str] | None,
+    max_values: int = DEFAULT_MAX_VALUES,
 ) -> list[dict[str, Any]]:
-    """The store's ``layers`` entries, shallow to deep: name, module, reduce, shape, dim.
+    """The store's ``layers`` entries, shallow to deep: name, module, layout, reduce, shape, dim.
 
-    Defaults: :meth:`Network.default_layers`; ``grid:2`` for conv layers at
-    least 2x2 (``mean`` below that), ``full`` for fc layers.
+    Defaults: :meth:`Network.default_layers`, each reduced by
+    :func:`~actstats.reduce.default_reduction` for its layout so that no layer
+    stores more than ``max_values`` values per image. A named reduction above
+    that budget (``--reduce LAYER=full``) is kept, with a one-line warning.
     """
     names = list(layers) if layers else net.default_layers()
     reduce = dict(reduce or {})
@@ -277,20 +289,33 @@ def plan_layers(
     shapes = net.layer_shapes(names)
     plan = []
     for name, shape in shapes.items():
+        layout = net.layer_layout(name)
         if name in reduce:
-            reduction = parse_reduction(reduce[name])
-        elif len(shape) == 3:
-            reduction = Reduction("grid", 2) if min(shape[1:]) >= 2 else Reduction("mean")
+            reduction = parse_reduction(reduce[name], layout)
         else:
-            reduction = Reduction("full")
+            reduction = default_reduction(shape, layout, max_values)
+            if reduction is None:
+                raise ActstatsError(
+                    f"layer {name} ({list(shape)}, layout {layout}): no reduction keeps it "
+                    f"under {max_values:,} values per image; pass --reduce {name}=full to "
+                    "store it whole, or choose another layer"
+                )
         reduction.check(name, shape)
+        dim = reduction.dim(shape)
+        if dim > max_values:
+            warnings.warn(
+                f"--reduce {name}={reduction}: stores {dim:,} values per image "
+                f"({format_bytes(dim * 4)} in float32), above the {max_values:,}-value budget",
+                stacklevel=2,
+            )
         plan.append(
             {
                 "name": name,
                 "module": net.module_name(name),
+                "layout": str(layout),
                 "reduce": str(reduction),
                 "shape": list(shape),
-                "dim": reduction.dim(shape),
+                "dim": dim,
             }
         )
     return plan

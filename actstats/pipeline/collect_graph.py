@@ -36,7 +36,7 @@ from actstats.io.paths import decode_name
 from actstats.io.store import open_store, write_chunk
 from actstats.net.network import Network
 from actstats.net.preprocessing import Preprocessing
-from actstats.net.reduce import parse_reduction
+from actstats.net.reduce import stored_reduction
 from actstats.pipeline.schedule import LOCAL_SCHEDULERS, is_local
 
 __all__ = [
@@ -257,7 +257,7 @@ def _forward_chunk(ref: NetworkRef, decoded: list[_Decoded], chunk: int, job: Jo
     ok = np.array([it is not None for it in items])
     dtype = np.dtype(job.attrs["dtype"])
     tdtype = torch.float16 if dtype == np.float16 else torch.float32
-    layers = {e["name"]: parse_reduction(e["reduce"]) for e in job.attrs["layers"]}
+    layers = {e["name"]: stored_reduction(e) for e in job.attrs["layers"]}
     dims = [int(e["dim"]) for e in job.attrs["layers"]]
     rows = {
         e["name"]: np.full((len(ok), e["dim"]), np.nan, dtype=dtype) for e in job.attrs["layers"]

@@ -59,6 +59,13 @@ from actstats.pipeline.fit_tasks import (
     merge_tree,
     pick,
 )
+from actstats.pipeline.memory import (
+    AUTO_RANK,
+    MomentPlan,
+    default_memory,
+    parse_memory,
+    plan_moments,
+)
 from actstats.pipeline.schedule import Progress, check_reachable, compute_options, task_progress
 from actstats.stats.gaussian import Moments, parse_cov_spec
 from actstats.stats.mixture import parse_mixture_spec
@@ -79,6 +86,8 @@ class FitResult:
     models: ModelSet
     path: Path | str
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: What the memory budget changed (one line per layer), for the CLI to print.
+    notes: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------- planning
@@ -181,6 +190,7 @@ def fit_store(
     progress: Progress | None = None,
     workers: int | None = None,
     allow_incomplete: bool = False,
+    memory: int | str | None = None,
 ) -> FitResult:
     """Fit Gaussian (and optionally mixture) models per class and layer, and joint models
     of adjacent layers, from an activation store; save them to ``output``.
@@ -217,6 +227,12 @@ def fit_store(
         Start a ``LocalCluster`` of this many worker processes for the fit.
     allow_incomplete : bool
         Fit the rows an interrupted collect wrote instead of refusing the store.
+    memory : int or str, optional
+        Budget for the fit's moments (bytes or ``"4GB"``; default: half the machine's
+        memory). Layers whose dense covariance would not fit get low-rank + diagonal
+        models from a streamed sketch, or diagonal ones (``cov="auto"``; said in
+        ``FitResult.notes``); an explicit ``full`` that cannot fit is refused
+        (:func:`actstats.pipeline.memory.plan_moments`).
 
     Returns
     -------
@@ -249,6 +265,17 @@ def _fit(
     plan = _make_plan(st, args["classes"], args["layers"], holdout, seed)
     basis_dim, full_max_dim = args["basis_dim"], args["full_max_dim"]
     scheduler, workers, progress = args["scheduler"], args["workers"], args["progress"]
+    memory = args["memory"]
+    budget = parse_memory(memory) if isinstance(memory, str) else memory or default_memory()
+    dims = {e["name"]: int(e["dim"]) for e in st.attrs["layers"] if e["name"] in plan.layers}
+    moments = plan_moments(
+        dims,
+        cov=form,
+        n_groups=len(plan.groups),
+        memory=budget,
+        threads=1 if scheduler in ("sync", "synchronous") else workers,
+        rank=int(parse_cov_spec(cov)[1].get("rank", AUTO_RANK)),
+    )
     options = {
         "cov": cov,
         "mixture": mixture,
@@ -256,9 +283,10 @@ def _fit(
         "holdout": holdout,
         "basis_dim": basis_dim,
         "full_max_dim": full_max_dim,
+        "moments": moments.forms,
     }
     with compute_options(scheduler, workers) as sched:
-        graph = _graph(plan, resolve_location(st.path), form == "diag", mix, options)
+        graph = _graph(plan, resolve_location(st.path), moments, mix, options)
         with task_progress(progress):
             (finals,) = dask.compute(graph, **sched)
     models = ModelSet(
@@ -272,7 +300,7 @@ def _fit(
     path = _output_path(output)
     if output is not None:
         save_models(models, output, overwrite=args["overwrite"])
-    return FitResult(models, path, rows)
+    return FitResult(models, path, rows, moments.notes)
 
 
 def _open_complete(store: str | os.PathLike, allow_incomplete: bool) -> ActivationStore:
@@ -289,7 +317,7 @@ def _open_complete(store: str | os.PathLike, allow_incomplete: bool) -> Activati
 
 
 def _graph(
-    plan: _Plan, store: str, diag_only: bool, mixture: int | str, options: dict[str, Any]
+    plan: _Plan, store: str, moments: MomentPlan, mixture: int | str, options: dict[str, Any]
 ) -> dict[str, Any]:
     """Both passes as one dask graph: ``{class: delayed (ClassModels, summary rows)}``.
 
@@ -297,9 +325,11 @@ def _graph(
     tasks that need it (never copied into every task).
     """
     cov, seed = options["cov"], options["seed"]
-    merged = _pass1(plan, store, diag_only)
+    merged = _pass1(plan, store, moments)
     stage1 = {
-        g: dask.delayed(finish_stage1)(m, cov, options["basis_dim"], options["full_max_dim"])
+        g: dask.delayed(finish_stage1)(
+            m, cov, options["basis_dim"], options["full_max_dim"], moments.rank
+        )
         for g, m in merged.items()
     }
     parts2 = [
@@ -317,16 +347,22 @@ def _graph(
     return finals
 
 
-def _pass1(plan: _Plan, store: str, diag_only: bool) -> dict[str, Any]:
-    """Pass 1 as graph nodes: ``{class: delayed {layer: Moments}}``.
+def _pass1(plan: _Plan, store: str, moments: MomentPlan) -> dict[str, Any]:
+    """Pass 1 as graph nodes: ``{class: delayed {layer: Moments or SketchMoments}}``.
 
-    Tasks accumulate the classes only; ``__all__`` merges the classes' moments, so no
-    row's Gram matrix is computed twice.
+    Tasks accumulate the classes only; ``__all__`` merges the classes' moments (or
+    sketches, in the forms ``moments`` planned), so no row's Gram matrix is computed
+    twice.
     """
     classes = [g for g in plan.groups if g != ALL_CLASSES]
     parts = [
         dask.delayed(chunk_moments)(
-            store, plan.layers, span, {g: r for g, r in rows.items() if g != ALL_CLASSES}, diag_only
+            store,
+            plan.layers,
+            span,
+            {g: r for g, r in rows.items() if g != ALL_CLASSES},
+            moments.forms,
+            moments.rows,
         )
         for span, rows in zip(plan.chunks, plan.train, strict=True)
     ]
@@ -349,7 +385,8 @@ def store_moments(
     st = open_store(store)
     plan = _make_plan(st, None, layers, 0.0, 0)
     with compute_options(scheduler, None) as sched:
-        (merged,) = dask.compute(_pass1(plan, resolve_location(st.path), False), **sched)
+        dense = MomentPlan(dict.fromkeys(plan.layers, "dense"), 0, 0, 0, [])
+        (merged,) = dask.compute(_pass1(plan, resolve_location(st.path), dense), **sched)
     return merged
 
 

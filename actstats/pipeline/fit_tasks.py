@@ -36,6 +36,13 @@ from actstats.stats.gaussian import (
 from actstats.stats.histogram import histogram, histogram_quantiles
 from actstats.stats.mixture import fit_mixture
 from actstats.stats.modelset import ClassModels
+from actstats.stats.sketch import (
+    SketchMoments,
+    fit_gaussian_sketch,
+    merge_sketches,
+    sketch_basis,
+    sketch_from_array,
+)
 
 __all__ = [
     "QUANTILE_LEVELS",
@@ -78,19 +85,26 @@ def chunk_moments(
     layers: list[str],
     span: tuple[int, int],
     rows: dict[str, np.ndarray],
-    diag_only: bool,
-) -> dict[str, dict[str, Moments]]:
-    """Pass 1 on rows ``span`` of the store: ``{class: {layer: Moments}}``.
+    forms: dict[str, str],
+    sketch_rows: int,
+) -> dict[str, dict[str, Moments | SketchMoments]]:
+    """Pass 1 on rows ``span`` of the store: ``{class: {layer: moments}}``.
 
-    The store is opened once and each layer's rows read once; every class's rows go
-    through one fused accumulator (:class:`~actstats.stats.accumulate.MomentAccumulator`).
+    ``forms[layer]`` (from :func:`actstats.pipeline.memory.plan_moments`) says which:
+    dense or diagonal :class:`Moments`, or a :class:`SketchMoments` of ``sketch_rows``.
+    The store is opened once and each layer's rows read once; dense and diagonal
+    moments go through one fused accumulator per class
+    (:class:`~actstats.stats.accumulate.MomentAccumulator`).
     """
     store = open_store(store_path)
-    out: dict[str, dict[str, Moments]] = {g: {} for g in rows}
+    out: dict[str, dict[str, Moments | SketchMoments]] = {g: {} for g in rows}
     for layer in layers:
         X = np.asarray(store.acts(layer)[slice(*span)])
         for g, r in rows.items():
-            acc = MomentAccumulator(X.shape[1], diag_only=diag_only)
+            if forms[layer] == "sketch":
+                out[g][layer] = sketch_from_array(take_rows(X, r), sketch_rows)
+                continue
+            acc = MomentAccumulator(X.shape[1], diag_only=forms[layer] == "diag")
             acc.add(take_rows(X, r))
             out[g][layer] = acc.moments()
     return out
@@ -174,9 +188,14 @@ def merge_tree(items: list[Any], merge: Callable[[Any, Any], Any]) -> Any:
     return items[0]
 
 
-def merge_layer_moments(a: dict[str, Moments], b: dict[str, Moments]) -> dict[str, Moments]:
-    """Pass-1 merge: per layer, the moments of the union of the rows."""
-    return {k: merge_moments(a[k], b[k]) for k in a}
+def merge_layer_moments(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Pass-1 merge: per layer, the moments (or sketch moments) of the union of the rows."""
+    return {
+        k: merge_sketches(a[k], b[k])
+        if isinstance(a[k], SketchMoments)
+        else merge_moments(a[k], b[k])
+        for k in a
+    }
 
 
 def merge_pass2(a: Pass2, b: Pass2) -> Pass2:
@@ -198,18 +217,35 @@ def pick(d: dict[str, Any], key: str) -> Any:
 
 
 def finish_stage1(
-    moments: dict[str, Moments], cov: str, basis_dim: int, full_max_dim: int
+    moments: dict[str, Moments | SketchMoments],
+    cov: str,
+    basis_dim: int,
+    full_max_dim: int,
+    rank: int,
 ) -> Stage1:
     """Gaussians, PCA bases (top eigenvectors; top-variance units when only diagonal
-    moments were kept) and value ranges of one class from its merged moments."""
+    moments were kept; the sketch's top directions) and value ranges of one class.
+
+    A layer the memory plan kept as a sketch gets a low-rank (``rank``) + diagonal
+    model; one kept diagonal gets a diagonal model whatever ``cov`` asked for. A
+    layer whose model cannot be trusted is named in ``degenerate`` with the reason.
+    """
     gaussians, bases, vrange, secs, degenerate = {}, {}, {}, {}, {}
     for layer, m in moments.items():
         t0 = time.perf_counter()
-        g = fit_gaussian(m, cov=cov, full_max_dim=full_max_dim)
+        r = int(max(1, min(basis_dim, m.mean.shape[0], m.n - 1)))
+        if isinstance(m, SketchMoments):
+            gaussians[layer], bases[layer] = fit_gaussian_sketch(m, rank), sketch_basis(m, r)
+            why = degenerate_reason(m, gaussians[layer].cov_type_)
+            if why:
+                degenerate[layer] = why
+            vrange[layer] = (m.vmin, m.vmax)
+            secs[layer] = time.perf_counter() - t0
+            continue
+        g = fit_gaussian(m, cov="diag" if m.diag_only else cov, full_max_dim=full_max_dim)
         why = degenerate_reason(m, g.cov_type_)
         if why:
             degenerate[layer] = why
-        r = int(max(1, min(basis_dim, m.mean.shape[0], m.n - 1)))
         if m.diag_only:  # no cross moments: axis-aligned basis of the most variable units
             top = np.argsort(m.variances())[::-1][:r]
             B = np.zeros((m.mean.shape[0], r))
@@ -222,7 +258,7 @@ def finish_stage1(
     return Stage1(gaussians, bases, vrange, secs, degenerate)
 
 
-def degenerate_reason(m: Moments, cov_type: str) -> str:
+def degenerate_reason(m: Moments | SketchMoments, cov_type: str) -> str:
     """Why a model fitted from ``m`` cannot be trusted ("" when it can): fewer than 2
     rows, all rows equal, or a full covariance from no more rows than dimensions."""
     d = m.mean.shape[0]

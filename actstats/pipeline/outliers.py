@@ -32,7 +32,7 @@ from actstats.eval.metrics import layer_nll
 from actstats.io.modelfile import load_models
 from actstats.io.store import ActivationStore, open_store
 from actstats.net.preprocessing import Preprocessing
-from actstats.net.reduce import parse_reduction
+from actstats.net.reduce import stored_reduction
 from actstats.pipeline.schedule import Progress
 from actstats.pipeline.top import Exemplar, load_tiles
 from actstats.stats.modelset import ALL_CLASSES, ModelSet
@@ -187,7 +187,7 @@ def class_outliers(
     entries = {e["name"]: e for e in store.attrs["layers"]}
     namers = {
         ly: (
-            lambda j, ly=ly: parse_reduction(entries[ly]["reduce"]).column_name(
+            lambda j, ly=ly: stored_reduction(entries[ly]).column_name(
                 ly, tuple(entries[ly]["shape"]), j
             )
         )

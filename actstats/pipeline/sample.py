@@ -164,7 +164,9 @@ def _measure(
             acts = network.activations(batch, layers)
             raw = acts[logits_layer] if logits_layer else network.module(batch)
             logits = raw.flatten(1).double().cpu().numpy()
-        score = unit_value(acts[job.neuron.layer], job.neuron.index, job.neuron.yx)
+        score = unit_value(
+            acts[job.neuron.layer], job.neuron.index, job.neuron.yx, job.neuron.layout
+        )
         cls = _target_class(network, job.neuron, name, logits_layer)
         prob = target_probability(logits, cls) if cls is not None else None
         nll = {ly: layer_nll(stats.models[ly], _rows(acts[ly], stats, ly)) for ly in stats.layers}

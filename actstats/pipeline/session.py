@@ -29,6 +29,7 @@ from actstats.io.modelfile import load_models
 from actstats.net.names import folder_for_output
 from actstats.net.network import Network, ResolvedNeuron, load_network
 from actstats.net.preprocessing import Preprocessing
+from actstats.net.reduce import Reduction, stored_reduction
 from actstats.stats.modelset import ALL_CLASSES, ModelSet
 from actstats.synth.jobs import ClassStats
 
@@ -149,13 +150,14 @@ class Session:
         return class_stats(self.models, class_name)
 
 
-def recorded_reductions(models: ModelSet) -> dict[str, str]:
-    """The reduction each stored layer was collected with (``full`` where unrecorded)."""
-    out = {}
-    for entry in models.provenance.get("layers", []):
-        if isinstance(entry, dict):
-            out[entry["name"]] = str(entry.get("reduce", entry.get("reduction", "full")))
-    return out
+def recorded_reductions(models: ModelSet) -> dict[str, Reduction]:
+    """The reduction each stored layer was collected with, bound to its recorded layout
+    (``full`` where unrecorded; the layout from the shape for older files)."""
+    return {
+        entry["name"]: stored_reduction(entry)
+        for entry in models.provenance.get("layers", [])
+        if isinstance(entry, dict)
+    }
 
 
 def class_stats(models: ModelSet, class_name: str) -> ClassStats:

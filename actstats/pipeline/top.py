@@ -35,7 +35,7 @@ from actstats.net.names import NeuronSpec, parse_neuron
 from actstats.net.network import load_network
 from actstats.net.preprocessing import Preprocessing
 from actstats.net.receptive import input_box, receptive_field
-from actstats.net.reduce import UnitColumns, parse_reduction
+from actstats.net.reduce import UnitColumns, stored_reduction
 from actstats.pipeline.schedule import Progress, task_progress
 
 __all__ = [
@@ -111,7 +111,7 @@ def store_unit(store: ActivationStore, spec: NeuronSpec) -> tuple[dict[str, Any]
         raise ActstatsError(
             f"--neuron {spec}: a store has no network class names; use the unit's index"
         )
-    red = parse_reduction(entry["reduce"])
+    red = stored_reduction(entry)
     return entry, red.unit_columns(entry["name"], tuple(entry["shape"]), spec.index, spec.yx)
 
 

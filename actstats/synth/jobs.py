@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from actstats.net.network import ResolvedNeuron
+from actstats.net.reduce import Reduction
 from actstats.synth.render import RenderResult
 
 __all__ = ["ClassStats", "Job", "Synthesis", "batch_rows", "unit_std"]
@@ -31,7 +32,7 @@ class ClassStats:
 
     name: str
     models: Any
-    reductions: Mapping[str, str]
+    reductions: Mapping[str, Reduction | str]
     layers: Sequence[str]
 
 

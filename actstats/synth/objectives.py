@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from actstats.errors import ActstatsError
-from actstats.net.reduce import parse_reduction
+from actstats.net.layout import Layout
+from actstats.net.reduce import Reduction, parse_reduction, unit_value
 from actstats.stats.base import QuadraticFactors
 
 __all__ = [
@@ -150,40 +151,35 @@ def _short(value: Any) -> str:
 
 
 # ------------------------------------------------------------------ reductions
-def reduce_torch(x: torch.Tensor, reduction: str) -> torch.Tensor:
+def reduce_torch(x: torch.Tensor, reduction: str | Reduction) -> torch.Tensor:
     """Apply a stored layer's reduction to a batch, differentiably: (N, ...) -> (N, D).
 
-    The collector's own :class:`~actstats.net.reduce.Reduction` (``full``, ``mean``,
-    ``grid:S``), so synthesis compares exactly what the statistics describe.
-    Non-spatial layers are only flattened.
+    The collector's own :class:`~actstats.net.reduce.Reduction`, with the layer's
+    layout (NCHW, NHWC, tokens), so synthesis compares exactly what the statistics
+    describe. A bare string has no layout: 4-D is read as NCHW, vectors are flattened.
     """
-    if x.dim() != 4:
-        return x.flatten(1)
-    return parse_reduction(reduction)(x)
+    if isinstance(reduction, str):
+        if x.dim() != 4:
+            return x.flatten(1)
+        reduction = parse_reduction(reduction)
+    return reduction(x)
 
 
 # ------------------------------------------------------------------ factories
 @objective_factory
-def unit(layer: str, index: int, yx: tuple[int, int] | None = None) -> Objective:
+def unit(
+    layer: str, index: int, yx: tuple[int, int] | None = None, layout: Layout | None = None
+) -> Objective:
     """The unit's activation (to be maximized, so use ``-unit(...)`` in a loss).
 
-    For a conv layer the channel's spatial mean, or its value at ``yx``.
+    For a spatial or token layer channel ``index`` averaged over space / patch
+    tokens, or its value at grid position ``yx`` (see :func:`~actstats.net.reduce.unit_value`).
     """
 
     def fn(acts: Acts) -> torch.Tensor:
-        return unit_value(acts[layer], index, yx)
+        return unit_value(acts[layer], index, yx, layout)
 
     return Objective(fn, {layer}, "")
-
-
-def unit_value(x: torch.Tensor, index: int, yx: tuple[int, int] | None = None) -> torch.Tensor:
-    """One unit per image: ``x[:, index]`` (fc), its spatial mean or ``x[:, index, y, x]``."""
-    channel = x[:, index]
-    if channel.dim() == 1:
-        return channel
-    if yx is not None:
-        return channel[:, yx[0], yx[1]]
-    return channel.flatten(1).mean(1)
 
 
 @objective_factory
@@ -245,7 +241,7 @@ class _Cache:
 def gaussian_prior(
     layer: str,
     factors: QuadraticFactors,
-    reduction: str = "full",
+    reduction: str | Reduction = "full",
     *,
     per_unit: bool = True,
     means: np.ndarray | None = None,
@@ -285,7 +281,7 @@ def mixture_prior(
     components: Sequence[tuple[float, QuadraticFactors]],
     basis_mean: np.ndarray,
     basis: np.ndarray,
-    reduction: str = "full",
+    reduction: str | Reduction = "full",
     *,
     per_unit: bool = True,
 ) -> Objective:
@@ -329,7 +325,7 @@ def mixture_prior(
 def match_activations(
     layer: str,
     target: np.ndarray | torch.Tensor,
-    reduction: str = "full",
+    reduction: str | Reduction = "full",
     scale: np.ndarray | None = None,
 ) -> Objective:
     """Mean squared difference to target activations (N, D), in units of ``scale``.
@@ -361,7 +357,7 @@ def outlier_suppression(
     mean: np.ndarray,
     std: np.ndarray,
     select: Callable[[np.ndarray], np.ndarray],
-    reduction: str = "full",
+    reduction: str | Reduction = "full",
     *,
     every: int = 10,
 ) -> Objective:

@@ -53,7 +53,7 @@ def spatial_prior(
     chosen = [
         ly
         for ly in stats.layers
-        if network.layer_depth(ly) <= limit and len(network.output_shape(ly)) == 3
+        if network.layer_depth(ly) <= limit and network.layer_layout(ly).spatial
     ]
     total: obj.Objective | float = 0.0
     for ly in chosen:

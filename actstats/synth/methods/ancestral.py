@@ -16,6 +16,7 @@ import torch
 
 from actstats.errors import ActstatsError
 from actstats.net.network import Network, ResolvedNeuron
+from actstats.net.reduce import parse_reduction
 from actstats.synth import objectives as obj
 from actstats.synth.jobs import ClassStats, Job, Synthesis, batch_rows, unit_std
 from actstats.synth.methods.base import RenderConfig, image_param, regularizers, target, transforms
@@ -69,15 +70,16 @@ def sample_chain(
             f"--neuron {neuron}: ancestral sampling needs the unit's layer {top} in the model "
             f"file (stored: {', '.join(stats.layers)}); collect it or use --method suppress"
         )
-    if stats.reductions.get(top, "full").startswith("grid") or neuron.yx is not None:
+    column = _stored_column(stats, neuron)
+    if column is None:
         raise ActstatsError(
             f"--neuron {neuron}: ancestral sampling needs the unit as one stored value; "
             f"{top} is stored as {stats.reductions.get(top)}; use --method suppress"
         )
     rng = np.random.RandomState(random_state)
-    value = _unit_quantile(stats.models[top], neuron.index, quantile)
+    value = _unit_quantile(stats.models[top], column, quantile)
     chain = {
-        top: stats.models.conditional(top, given=(top, neuron.index)).sample(
+        top: stats.models.conditional(top, given=(top, column)).sample(
             np.full(n, value), random_state=rng
         )
     }
@@ -87,6 +89,22 @@ def sample_chain(
         )
         chain[layer] = np.maximum(drawn, _support_floor(stats.models[layer])) if rectify else drawn
     return chain
+
+
+def _stored_column(stats: ClassStats, neuron: ResolvedNeuron) -> int | None:
+    """The column of the unit in its layer's stored rows (None where it is not one value).
+
+    An fc unit is its index; a channel is its ``mean`` part's column (NCHW, NHWC or
+    tokens alike); a channel at ``@y,x`` needs the layer stored ``full``.
+    """
+    reduction = stats.reductions.get(neuron.layer, "full")
+    if isinstance(reduction, str):
+        reduction = parse_reduction(reduction)
+    if reduction.layout is None and neuron.layout is not None:
+        reduction = reduction.with_layout(neuron.layout)
+    if neuron.shape is None:  # a neuron made by hand: only an fc unit stored whole is known
+        return neuron.index if neuron.yx is None and str(reduction) == "full" else None
+    return reduction.column(neuron.shape, neuron.index, neuron.yx)
 
 
 def _support_floor(model: Any) -> float:

@@ -72,7 +72,7 @@ class RenderConfig:
 
 def target(job: Job) -> obj.Objective:
     """The job's unit (its layer, index and position)."""
-    return obj.unit(job.neuron.layer, job.neuron.index, job.neuron.yx)
+    return obj.unit(job.neuron.layer, job.neuron.index, job.neuron.yx, job.neuron.layout)
 
 
 def regularizers(config: RenderConfig) -> obj.Objective | float:

@@ -73,6 +73,13 @@ def code_bounds(model: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros_like(upper), upper
 
 
+def _one_value_per_unit(network: Network, layer: str) -> bool:
+    """A vector layer (layout NC), or a map pooled to one position (C x 1 x 1)."""
+    return (
+        network.layer_layout(layer).kind == "NC" or math.prod(network.output_shape(layer)[1:]) == 1
+    )
+
+
 def choose_code_layer(
     network: Network, stats: ClassStats, neuron: ResolvedNeuron, layers: Sequence[str] | None
 ) -> str:
@@ -83,13 +90,13 @@ def choose_code_layer(
         layer = layers[-1]
         candidates = [layer] if layer in stats.layers else []
     else:
-        candidates = [ly for ly in stats.layers if math.prod(network.output_shape(ly)[1:]) == 1]
+        candidates = [ly for ly in stats.layers if _one_value_per_unit(network, ly)]
     candidates = [  # one stored value per unit: an fc layer, or a globally pooled map
         ly
         for ly in candidates
         if depth(ly) < top
         and (
-            stats.reductions.get(ly, "full") == "full"
+            str(stats.reductions.get(ly, "full")) == "full"
             or math.prod(network.output_shape(ly)[1:]) == 1
         )
     ]
@@ -155,7 +162,10 @@ def optimize_code(
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
         value = obj.unit_value(
-            forward_from_code(network, layer, lo + u * span, neuron.layer), neuron.index, neuron.yx
+            forward_from_code(network, layer, lo + u * span, neuron.layer),
+            neuron.index,
+            neuron.yx,
+            neuron.layout,
         )
         (-value.sum()).backward()
         optimizer.step()
