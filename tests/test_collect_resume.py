@@ -109,7 +109,7 @@ def test_killed_run_resumes_to_identical_store(
         device="cpu",
         batch_size=4,
         chunk_size=8,
-        reduce={"conv3_2": "mean"},
+        reduce={"pool3": "mean"},
     )
     assert sorted(written) == unfinished and summary.chunks_written == len(unfinished)
 

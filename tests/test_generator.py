@@ -273,6 +273,8 @@ def test_cli_train_generator_then_sample(models_dir: Path, trained, tmp_path: Pa
         str(tmp_path / "s"),
         "--device",
         "cpu",
+        "--network",
+        "actstats.demo.digits:digits_vgg",
     ]
     missing = runner.invoke(app, sample)
     assert missing.exit_code == 1 and "needs --generator" in missing.output

@@ -89,7 +89,7 @@ def test_cli_localize(digits_root: Path, digits_network_args: list[str], tmp_pat
     mask = np.asarray(Image.open(tmp_path / "loc" / "mask.png")) > 127
     sal = np.load(tmp_path / "loc" / "saliency.npy")
     assert 0 < mask.sum() < mask.size
-    assert sal[mask].mean() > 2.0 * sal[~mask].mean()
+    assert sal[mask].mean() > 1.5 * sal[~mask].mean()  # a random mask scores ~1.0
     ink = np.asarray(Image.open(image).convert("L").resize(mask.shape[::-1])) > 127
     assert ink[mask].mean() > ink.mean()  # the mask is inkier than the image as a whole
     ys, xs = np.nonzero(mask)

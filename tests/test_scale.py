@@ -29,9 +29,9 @@ from actstats.pipeline.collect import collect
 from actstats.pipeline.fit import fit_store
 
 MODEL = "actstats.demo.digits:digits_vgg"
-OPTIONS = {"device": "cpu", "batch_size": 4, "chunk_size": 8, "reduce": {"conv3_2": "mean"}}
+OPTIONS = {"device": "cpu", "batch_size": 4, "chunk_size": 8, "reduce": {"pool3": "mean"}}
 CLI_OPTIONS = ["--device", "cpu", "--batch-size", "4", "--chunk-size", "8"]
-CLI_OPTIONS += ["--reduce", "conv3_2=mean", "--no-progress"]
+CLI_OPTIONS += ["--reduce", "pool3=mean", "--no-progress"]
 
 # The digits net, except that a dask worker's 5th forward pass (its 3rd chunk, after
 # two written ones) kills the worker process, once per test session (marker file).

@@ -297,6 +297,11 @@ def measure_realism(
             m: realism.measure_images(imgs, ref, network, judge) for m, imgs in by_method.items()
         }
         per_class[cls]["real"] = realism.measure_images(real, ref, network, judge)
+        for measured in per_class[cls].values():  # reference rows -> the split's file order
+            if "nearest_holdout" in measured:
+                measured["nearest_holdout"] = [
+                    int(order[n_real + j]) for j in measured["nearest_holdout"]
+                ]
     return {
         "classes": per_class,
         "summary": realism.summarize(per_class),

@@ -487,8 +487,8 @@ def _explain_section(explain: dict[str, Any], run_dir: Path) -> str:
 def _neighbours(s: SampleSet, run: dict[str, Any], run_dir: Path, realism: dict[str, Any]) -> str:
     """Each sample's nearest fitting-half and held-out real image (the memorization check)."""
     measured = realism.get("classes", {}).get(s.class_name, {}).get(s.method, {})
-    fit = _real_images(run, run_dir, s.class_name, None)
-    held = _real_images(run, run_dir, s.class_name, None, key="holdout_root")
+    fit = _real_images(run, run_dir, s.class_name, None, key="fit_root")
+    held = _real_images(run, run_dir, s.class_name, None)  # the split realism measured on
     near_fit, near_held = measured.get("nearest_fit"), measured.get("nearest_holdout")
     if not (fit and held and near_fit and near_held):
         return ""
