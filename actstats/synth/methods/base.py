@@ -20,6 +20,7 @@ from actstats.net.network import Network
 from actstats.synth import objectives as obj
 from actstats.synth.jobs import Job
 from actstats.synth.param import StepHook, blur_pixels, clip_pixels, fft_image, pixel_image
+from actstats.synth.render import Progress, RenderResult, render
 from actstats.synth.transforms import Transform, compose, flip, jitter
 
 __all__ = ["RenderConfig", "image_param", "regularizers", "target", "transforms"]
@@ -110,3 +111,34 @@ def image_param(
     return pixel_image(
         n, size, device=network.device, init=config.init, std=config.init_std, generator=generator
     ), hooks
+
+
+def render_jobs(
+    network: Network,
+    jobs: list[Job],
+    per_job: list[obj.Objective],
+    config: RenderConfig,
+    seed: int,
+    progress: Progress | None = None,
+) -> RenderResult:
+    """The one batched image render of a method: job i's rows follow ``per_job[i]``.
+
+    Builds the image parameterization from a generator seeded with ``seed``, runs
+    :func:`actstats.synth.render.render` with the config's steps, lr and transforms, and
+    tracks every job's target (``result.tracked["target"]``).
+    """
+    counts = [job.n for job in jobs]
+    generator = torch.Generator().manual_seed(seed)
+    param, hooks = image_param(network, sum(counts), config, generator)
+    return render(
+        network,
+        obj.by_rows(per_job, counts),
+        param,
+        steps=config.steps,
+        lr=config.lr,
+        transforms=transforms(config),
+        generator=generator,
+        step_hooks=hooks,
+        track={"target": obj.by_rows([target(j) for j in jobs], counts)},
+        progress=progress,
+    )

@@ -30,9 +30,9 @@ from actstats.errors import ActstatsError
 from actstats.net.network import Network, ResolvedNeuron
 from actstats.synth import objectives as obj
 from actstats.synth.jobs import ClassStats, Job, Synthesis, batch_rows, unit_std
-from actstats.synth.methods.base import RenderConfig, image_param, regularizers, target, transforms
+from actstats.synth.methods.base import RenderConfig, regularizers, render_jobs
 from actstats.synth.methods.registry import register
-from actstats.synth.render import Progress, render
+from actstats.synth.render import Progress
 
 __all__ = [
     "CodePriorConfig",
@@ -186,7 +186,6 @@ def synthesize_code_prior(
     progress: Progress | None = None,
 ) -> Synthesis:
     """Every job's codes, then one batched pixel inversion of all of them."""
-    counts = [job.n for job in jobs]
     chains: list[dict[str, np.ndarray]] = []
     per_job = []
     for i, job in enumerate(jobs):
@@ -210,19 +209,6 @@ def synthesize_code_prior(
             obj.match_activations(layer, code.codes, "full", unit_std(job.stats.models[layer]))
             + regularizers(config)
         )
-    generator = torch.Generator().manual_seed(seed)
-    param, hooks = image_param(network, sum(counts), config, generator)
-    result = render(
-        network,
-        obj.by_rows(per_job, counts),
-        param,
-        steps=config.steps,
-        lr=config.lr,
-        transforms=transforms(config),
-        generator=generator,
-        step_hooks=hooks,
-        track={"target": obj.by_rows([target(j) for j in jobs], counts)},
-        progress=progress,
-    )
+    result = render_jobs(network, list(jobs), per_job, config, seed, progress)
     stages = [list(chain) for chain in chains]
     return Synthesis(result, batch_rows(jobs), result.tracked["target"], chains, stages)

@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from actstats.net.network import Network
-from actstats.synth import objectives as obj
 from actstats.synth.jobs import Job, Synthesis, batch_rows
-from actstats.synth.methods.base import RenderConfig, image_param, regularizers, target, transforms
+from actstats.synth.methods.base import RenderConfig, regularizers, render_jobs, target
 from actstats.synth.methods.registry import register
-from actstats.synth.render import Progress, render
+from actstats.synth.render import Progress
 
 __all__ = ["SimonyanConfig", "synthesize_simonyan"]
 
@@ -39,20 +36,6 @@ def synthesize_simonyan(
     progress: Progress | None = None,
 ) -> Synthesis:
     """Every job's target minus the regularizers, one batch."""
-    counts = [job.n for job in jobs]
-    generator = torch.Generator().manual_seed(seed)
-    param, hooks = image_param(network, sum(counts), config, generator)
     per_job = [-config.target_weight * target(j) + regularizers(config) for j in jobs]
-    result = render(
-        network,
-        obj.by_rows(per_job, counts),
-        param,
-        steps=config.steps,
-        lr=config.lr,
-        transforms=transforms(config),
-        generator=generator,
-        step_hooks=hooks,
-        track={"target": obj.by_rows([target(j) for j in jobs], counts)},
-        progress=progress,
-    )
+    result = render_jobs(network, list(jobs), per_job, config, seed, progress)
     return Synthesis(result, batch_rows(jobs), result.tracked["target"])

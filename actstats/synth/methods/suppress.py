@@ -13,16 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from actstats.errors import ActstatsError
 from actstats.net.network import Network
 from actstats.synth import objectives as obj
 from actstats.synth.jobs import Job, Synthesis, batch_rows
-from actstats.synth.methods.base import RenderConfig, image_param, regularizers, target, transforms
+from actstats.synth.methods.base import RenderConfig, regularizers, render_jobs, target
 from actstats.synth.methods.registry import register
 from actstats.synth.priors import layer_prior, outlier_suppression, prior_layers, spread_prior
-from actstats.synth.render import Progress, render
+from actstats.synth.render import Progress
 
 __all__ = ["SuppressConfig", "suppress_objective", "synthesize_suppress"]
 
@@ -96,20 +95,6 @@ def synthesize_suppress(
     progress: Progress | None = None,
 ) -> Synthesis:
     """Every job under its class priors, one batch (job i's priors drawn from ``seed + i``)."""
-    counts = [job.n for job in jobs]
-    generator = torch.Generator().manual_seed(seed)
-    param, hooks = image_param(network, sum(counts), config, generator)
     per_job = [suppress_objective(network, j, config, seed + i) for i, j in enumerate(jobs)]
-    result = render(
-        network,
-        obj.by_rows(per_job, counts),
-        param,
-        steps=config.steps,
-        lr=config.lr,
-        transforms=transforms(config),
-        generator=generator,
-        step_hooks=hooks,
-        track={"target": obj.by_rows([target(j) for j in jobs], counts)},
-        progress=progress,
-    )
+    result = render_jobs(network, list(jobs), per_job, config, seed, progress)
     return Synthesis(result, batch_rows(jobs), result.tracked["target"])
