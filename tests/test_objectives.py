@@ -141,6 +141,24 @@ def test_gaussian_prior_with_row_means_and_scaled_covariance() -> None:
         obj.gaussian_prior("fc", g.quadratic_factors(), cov_scale=0.0)
 
 
+def test_gaussian_prior_with_dof_is_the_scipy_student_t_nll() -> None:
+    """The heavy-tailed prior is the multivariate t of the Gaussian's mean and scale."""
+    from scipy.stats import multivariate_t
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 3))
+    g = GaussianLayerModel(cov="full:empirical").fit(X)
+    far = X[:5] * 40.0  # out in the tail, where t and Gaussian part
+    prior = obj.gaussian_prior("fc", g.quadratic_factors(), per_unit=False, dof=2.0, cov_scale=0.5)
+    got = prior({"fc": torch.as_tensor(far)}).numpy()
+    ref = -multivariate_t(g.mean_, 0.5 * g.covariance_, df=2.0 * 3).logpdf(far)
+    np.testing.assert_allclose(got, ref, rtol=1e-8)
+    gauss = obj.gaussian_prior("fc", g.quadratic_factors(), per_unit=False, cov_scale=0.5)
+    assert np.all(got < gauss({"fc": torch.as_tensor(far)}).numpy())
+    with pytest.raises(ActstatsError, match="dof"):
+        obj.gaussian_prior("fc", g.quadratic_factors(), dof=0.0)
+
+
 def test_mixture_prior_is_the_models_nll() -> None:
     rng = np.random.default_rng(1)
     X = np.concatenate([rng.normal(size=(150, 5)), rng.normal(size=(150, 5)) + 4])

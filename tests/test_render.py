@@ -9,7 +9,7 @@ from test_objectives import TINY_PRE, tiny_network
 from actstats.synth import objectives as obj
 from actstats.synth.param import blur_pixels, clip_pixels, fft_image, pixel_image
 from actstats.synth.render import render
-from actstats.synth.transforms import compose, flip, jitter
+from actstats.synth.transforms import compose, flip, jitter, scale_rotate
 
 
 def _run(seed: int, **kwargs):
@@ -83,3 +83,26 @@ def test_transforms_keep_shape_and_are_seeded() -> None:
     assert a.shape == x.shape and torch.equal(a, b)
     assert torch.equal(flip(1.0)(x, torch.Generator()), x.flip(3))
     assert torch.equal(jitter(0)(x, torch.Generator()), x)
+
+
+def test_scale_rotate_matches_scipy_affine_transform() -> None:
+    """Each image is zoomed and rotated about its centre by its own draw, as scipy does it."""
+    from scipy import ndimage
+
+    rng = np.random.RandomState(0)
+    x = torch.from_numpy(rng.rand(3, 1, 33, 33))
+    assert torch.equal(scale_rotate(0.0, 0.0)(x, torch.Generator()), x)
+    out = scale_rotate(0.2, 30.0)(x, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the same draws, in the transform's order
+    zoom = 1.0 + 0.2 * (2 * torch.rand(3, generator=g, dtype=torch.float64) - 1)
+    angle = np.deg2rad(30.0 * (2 * torch.rand(3, generator=g, dtype=torch.float64) - 1).numpy())
+    centre = np.array([16.0, 16.0])
+    for i in range(3):
+        assert abs(float(zoom[i]) - 1.0) > 1e-3 and abs(angle[i]) > 1e-3  # a real draw
+        c, s = np.cos(angle[i]) / float(zoom[i]), np.sin(angle[i]) / float(zoom[i])
+        matrix = np.array([[c, s], [-s, c]])  # output (row, col) -> input (row, col)
+        ref = ndimage.affine_transform(
+            x[i, 0].numpy(), matrix, offset=centre - matrix @ centre, order=1, mode="mirror"
+        )
+        inner = slice(8, 25)  # away from the borders, where the two pad differently
+        np.testing.assert_allclose(out[i, 0, inner, inner].numpy(), ref[inner, inner], atol=1e-9)

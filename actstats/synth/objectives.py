@@ -246,15 +246,25 @@ def gaussian_prior(
     per_unit: bool = True,
     means: np.ndarray | None = None,
     cov_scale: float = 1.0,
+    dof: float | None = None,
 ) -> Objective:
     """Negative log-likelihood of the layer's (reduced) activations under a Gaussian.
 
     ``0.5 * (d2 + log det C + D log 2 pi)``; divided by D when ``per_unit`` so one
     weight suits layers of any width. ``means`` (N, D) gives each row its own mean
     and ``cov_scale`` scales the covariance: ``N(means[i], cov_scale * C)``.
+
+    ``dof`` swaps the Gaussian for the multivariate Student-t of the same mean and
+    scale matrix with ``dof * D`` degrees of freedom (``dof`` per unit):
+    ``0.5 (nu + D) log(1 + d2 / nu)`` plus its constant. Near the data it is the
+    Gaussian; far from it the gradient falls as ``1 / d2``, so an image that starts
+    far from every real one (a grey start is hundreds of z-units out in the middle
+    layers) is not swept into the prior before the target can act.
     """
     if cov_scale <= 0:
         raise ActstatsError(f"gaussian_prior: cov_scale must be > 0, got {cov_scale}")
+    if dof is not None and dof <= 0:
+        raise ActstatsError(f"gaussian_prior: dof must be > 0, got {dof}")
 
     def make(dev: torch.device, dt: torch.dtype) -> dict[str, torch.Tensor | None]:
         f = _factors_torch(factors, dev, dt)
@@ -263,13 +273,25 @@ def gaussian_prior(
         return f
 
     cache = _Cache(make)
-    const = factors.log_det_cov + factors.dim * (math.log(2 * math.pi) + math.log(cov_scale))
-    scale = 1.0 / factors.dim if per_unit else 1.0
+    dim = factors.dim
+    scale = 1.0 / dim if per_unit else 1.0
+    log_det = factors.log_det_cov + dim * math.log(cov_scale)
+    if dof is None:
+        const = log_det + dim * math.log(2 * math.pi)
+    else:
+        nu = dof * dim
+        const = (  # 2 x the log normalizer of the multivariate t
+            2 * (math.lgamma(nu / 2) - math.lgamma((nu + dim) / 2))
+            + dim * math.log(nu * math.pi)
+            + log_det
+        )
 
     def fn(acts: Acts) -> torch.Tensor:
         z = reduce_torch(acts[layer], reduction)
-        _check_dim(layer, z, factors.dim)
+        _check_dim(layer, z, dim)
         d2 = squared_mahalanobis_torch(z, cache.get(z)) / cov_scale
+        if dof is not None:
+            d2 = (nu + dim) * torch.log1p(d2 / nu)
         return scale * 0.5 * (d2 + const)
 
     return Objective(fn, {layer}, "")

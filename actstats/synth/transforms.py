@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-__all__ = ["Transform", "compose", "flip", "jitter"]
+__all__ = ["Transform", "compose", "flip", "jitter", "scale_rotate"]
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -44,6 +44,36 @@ def flip(p: float = 0.5) -> Transform:
             return x
         mask = chosen.to(x.device).view(-1, 1, 1, 1)
         return torch.where(mask, x.flip(3), x)
+
+    return t
+
+
+def scale_rotate(scale: float, degrees: float) -> Transform:
+    """Zoom each image by a factor in ``[1 - scale, 1 + scale]`` and rotate it by up to
+    ``degrees``, about its centre (bilinear, reflected borders, same size).
+
+    Lucent's ``random_scale`` and ``random_rotate``: an image that excites the unit at
+    every small zoom and tilt holds its object at no single pixel grid, so it is less an
+    adversarial pattern of this network and more something another network sees too.
+    """
+
+    def t(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if scale <= 0 and degrees <= 0:
+            return x
+        n = x.shape[0]
+        zoom = 1.0 + scale * (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1)
+        angle = torch.deg2rad(
+            degrees * (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1)
+        )
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        zero = torch.zeros_like(cos)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1
+        )
+        grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
 
     return t
 

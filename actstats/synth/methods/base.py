@@ -21,7 +21,7 @@ from actstats.synth import objectives as obj
 from actstats.synth.jobs import Job
 from actstats.synth.param import StepHook, blur_pixels, clip_pixels, fft_image, pixel_image
 from actstats.synth.render import Progress, RenderResult, render
-from actstats.synth.transforms import Transform, compose, flip, jitter
+from actstats.synth.transforms import Transform, compose, flip, jitter, scale_rotate
 
 __all__ = ["RenderConfig", "image_param", "regularizers", "target", "transforms"]
 
@@ -46,6 +46,8 @@ class RenderConfig:
     tv_weight: float = 0.0
     jitter: float = 0
     flip: bool = False
+    scale: float = 0.0
+    rotate: float = 0.0
     blur_every: int = 0
     blur_sigma: float = 0.5
     clip: bool = True
@@ -87,8 +89,10 @@ def regularizers(config: RenderConfig) -> obj.Objective | float:
 
 
 def transforms(config: RenderConfig) -> Transform | None:
-    """Jitter and flips, composed (None when both are off)."""
-    parts = ([jitter(config.jitter)] if config.jitter else []) + ([flip()] if config.flip else [])
+    """Zoom/rotation, jitter and flips, composed (None when all are off)."""
+    parts = [scale_rotate(config.scale, config.rotate)] if config.scale or config.rotate else []
+    parts += [jitter(config.jitter)] if config.jitter else []
+    parts += [flip()] if config.flip else []
     return compose(*parts) if parts else None
 
 

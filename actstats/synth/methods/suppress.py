@@ -56,6 +56,8 @@ class SuppressConfig(RenderConfig):
     suppress_threshold: float = 3.0
     prior_spread: float = 0.9
     spread_layers: int | None = None
+    prior_dof: float | None = None
+    prior_depth: float = 1.0
 
 
 def suppress_objective(
@@ -64,7 +66,7 @@ def suppress_objective(
     """One job's loss: the target, the regularizers, and per prior layer the NLL and
     the outlier suppression."""
     loss = -config.target_weight * target(job) + regularizers(config)
-    chosen = prior_layers(network, job, config.layers)
+    chosen = prior_layers(network, job, config.layers, config.prior_depth)
     assert job.stats is not None  # checked by prior_layers
     depth = len(chosen) if config.spread_layers is None else config.spread_layers
     spread = set(chosen[len(chosen) - depth :]) if config.prior_spread else set()
@@ -74,10 +76,10 @@ def suppress_objective(
     for layer in chosen:
         if config.prior_weight and layer in spread:
             loss = loss + config.prior_weight * spread_prior(
-                job.stats, layer, job.n, config.prior_spread, rng
+                job.stats, layer, job.n, config.prior_spread, rng, dof=config.prior_dof
             )
         elif config.prior_weight:
-            loss = loss + config.prior_weight * layer_prior(job.stats, layer)
+            loss = loss + config.prior_weight * layer_prior(job.stats, layer, dof=config.prior_dof)
         if config.suppress_weight and config.suppress_every > 0:
             loss = loss + config.suppress_weight * outlier_suppression(
                 job.stats, layer, config.suppress_threshold, config.suppress_every
