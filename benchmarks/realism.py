@@ -27,7 +27,9 @@ seeds. The protocol cannot flatter itself:
 * ``memorization`` (every row) is :func:`actstats.eval.metrics.memorization`: per
   image, the distance to the nearest fit-split image over the distance to the nearest
   held-out image of the split, in the judge's pooled features (~1: no nearer what the
-  statistics, networks and generator learned from than unseen digits; 0: copies).
+  statistics, networks and generator learned from than unseen digits; 0: copies);
+* ``s/sample`` is the sampling's wall time per image (training excluded), on this
+  machine with ``--jobs`` seeds in parallel.
 
 Goals (on the seed means): target probability >= 0.9 for every method; pixel NLL ratio
 <= 3 for ``suppress`` and ``ancestral``; Fréchet distance to the test images >= 5x lower
@@ -101,6 +103,7 @@ COLUMNS = (
     ("diversity judge", "diversity_judge", None),
     ("outlier units", "outlier_fraction", None),
     ("memorization", "memorization_ratio", None),
+    ("s/sample", "seconds_per_sample", None),
     ("train min/1k img", TRAIN_COST, None),
 )
 
@@ -139,6 +142,19 @@ def outlier_fraction(run: Path, method: str, threshold: float = 3.0) -> float:
             z = cm[ly].unit_zscores(reduce_torch(acts[ly], reductions[ly]).double().numpy())
             fractions.append(float(np.mean(np.abs(z) > threshold)))
     return float(np.mean(fractions))
+
+
+def seconds_per_sample(run: Path, method: str) -> float:
+    """Wall seconds per image of ``method``'s sampling: each batch's time over its size.
+
+    One batch holds every class's samples (``samples.json`` records its time and size);
+    the time excludes the generator's training (see :func:`generator_cost`).
+    """
+    rates = []
+    for folder in sorted((run / "samples" / method).iterdir()):
+        meta = json.loads((folder / "samples.json").read_text())
+        rates += [r["seconds"] / r["batch_size"] for r in meta["samples"]]
+    return float(np.mean(rates))
 
 
 def generator_cost(run: Path) -> dict[str, Any]:
@@ -353,6 +369,7 @@ def run_seed(
     for method, summary in measured["summary"].items():
         if method != "real":
             summary["outlier_fraction"] = outlier_fraction(run, method)
+            summary["seconds_per_sample"] = seconds_per_sample(run, method)
         if method in decoded:
             summary[TRAIN_COST] = measured["generator_training"]["minutes_per_1k_images"]
     return measured
@@ -417,6 +434,8 @@ def main() -> None:
         "definitions": runs[0]["definitions"]
         | {
             "outlier_fraction": "fraction of prior-layer units with |z| > 3 under the class model",
+            "seconds_per_sample": "sampling wall seconds per image (the batch of every class's "
+            "samples over its size), this machine, seeds in parallel (jobs)",
             TRAIN_COST: "the generator's training seconds / 60 per 1000 images seen "
             "(epochs x fit-split store images), this machine, seeds in parallel (jobs)",
         },
