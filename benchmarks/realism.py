@@ -17,14 +17,27 @@ seeds. The protocol cannot flatter itself:
   outlier suppression), ``suppress:outliers-only`` (the seed's outlier suppression, no
   prior) and both (``suppress``); ``outlier units`` is the fraction of the prior
   layers' units of the final images with ``|z| > 3`` under the class model, the units
-  outlier suppression would still select.
+  outlier suppression would still select;
+* ``generator`` is DGN-AM (:mod:`actstats.synth.methods.generator`): a decoder trained
+  once per seed run on the fit split's store (fc6 -> pixels, ``--generator-epochs``),
+  shared by ``generator`` and ``generator+nll`` (the class model's NLL of the code
+  added); its settings were chosen with ``--split validation``. ``train min/1k img`` is
+  its training time per 1000 images seen (epochs x store images), on this machine,
+  under the load recorded in the JSON (seeds run in parallel with ``--jobs``);
+* ``memorization`` (every row) is :func:`actstats.eval.metrics.memorization`: per
+  image, the distance to the nearest fit-split image over the distance to the nearest
+  held-out image of the split, in the judge's pooled features (~1: no nearer what the
+  statistics, networks and generator learned from than unseen digits; 0: copies);
+* ``s/sample`` is the sampling's wall time per image (training excluded), on this
+  machine with ``--jobs`` seeds in parallel.
 
 Goals (on the seed means): target probability >= 0.9 for every method; pixel NLL ratio
 <= 3 for ``suppress`` and ``ancestral``; Fréchet distance to the test images >= 5x lower
 than ``simonyan``'s at every measured layer of both networks.
 
 Usage: ``python benchmarks/realism.py [--label NAME] [--n 8] [--seeds 0 1 2]
-[--split test|validation] [--variant NAME:RECIPE:field=value,...] [--cache DIR]``.
+[--split test|validation] [--variant NAME:RECIPE:field=value,...] [--cache DIR]
+[--generator-epochs N]``.
 Writes ``benchmarks/results/realism-<label>.json``, ``.md`` and ``-grid.png``.
 """
 
@@ -32,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -60,13 +74,25 @@ STATS_METHODS = ("suppress", "ancestral")
 GRID_CLASSES = ("zero", "two", "four", "seven", "eight")
 #: The suppress recipe without its statistics: what the regularizers alone give.
 ABLATION = "simonyan+reg"
+#: DGN-AM with the class model's NLL of the code.
+GENERATOR_NLL = "generator+nll"
+#: The decoder's epochs and the NLL weight, chosen on the validation split
+#: (``results/realism-validation-generator-e{3,5,10,30,60}.md``, seeds 0-2): among
+#: settings whose judge agreement is >= 0.9, the lowest judge FD at ``body.10``, for
+#: the one decoder both rows share the mean of the two rows' (5 epochs: 10.8 and 6.5
+#: at weight 1; 10 epochs: 14.8 and 6.1 at weight 3; 3, 30 and 60 epochs worse).
+GENERATOR_EPOCHS = 5
+GENERATOR_NLL_WEIGHT = 1.0
+#: Summary key of the generator's training cost (rows that decode with it).
+TRAIN_COST = "generator_train_minutes_per_1k_images"
 #: Sample sets beside the library's methods: label -> (recipe, SynthConfig overrides).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ABLATION: ("suppress", {"prior_weight": 0.0, "suppress_weight": 0.0}),
     "suppress:prior-only": ("suppress", {"suppress_weight": 0.0}),
     "suppress:outliers-only": ("suppress", {"prior_weight": 0.0}),
+    GENERATOR_NLL: ("generator", {"prior_weight": GENERATOR_NLL_WEIGHT}),
 }
-GRID_METHODS = ("simonyan", ABLATION, *STATS_METHODS)
+GRID_METHODS = ("simonyan", ABLATION, *STATS_METHODS, "generator", GENERATOR_NLL)
 #: Columns of the headline table: (title, summary key, layer or None).
 COLUMNS = (
     ("p(target)", "target_probability", None),
@@ -76,6 +102,9 @@ COLUMNS = (
     ("FD judge body.10", "frechet_judge", "body.10"),
     ("diversity judge", "diversity_judge", None),
     ("outlier units", "outlier_fraction", None),
+    ("memorization", "memorization_ratio", None),
+    ("s/sample", "seconds_per_sample", None),
+    ("train min/1k img", TRAIN_COST, None),
 )
 
 
@@ -113,6 +142,39 @@ def outlier_fraction(run: Path, method: str, threshold: float = 3.0) -> float:
             z = cm[ly].unit_zscores(reduce_torch(acts[ly], reductions[ly]).double().numpy())
             fractions.append(float(np.mean(np.abs(z) > threshold)))
     return float(np.mean(fractions))
+
+
+def seconds_per_sample(run: Path, method: str) -> float:
+    """Wall seconds per image of ``method``'s sampling: each batch's time over its size.
+
+    One batch holds every class's samples (``samples.json`` records its time and size);
+    the time excludes the generator's training (see :func:`generator_cost`).
+    """
+    rates = []
+    for folder in sorted((run / "samples" / method).iterdir()):
+        meta = json.loads((folder / "samples.json").read_text())
+        rates += [r["seconds"] / r["batch_size"] for r in meta["samples"]]
+    return float(np.mean(rates))
+
+
+def generator_cost(run: Path) -> dict[str, Any]:
+    """The run's generator training: minutes per 1000 images seen, epochs, losses, load.
+
+    Read from the generator's manifest (``seconds`` is the training loop's own clock,
+    not the store reading before it).
+    """
+    manifest = json.loads((run / "generator" / "manifest.json").read_text())
+    epochs = len(manifest["history"])
+    seen = epochs * manifest["n_images"]
+    return {
+        "minutes_per_1k_images": manifest["seconds"] / 60.0 / (seen / 1000.0),
+        "seconds": manifest["seconds"],
+        "epochs": epochs,
+        "n_images": manifest["n_images"],
+        "training": manifest["training"],
+        "loss_first_last": [manifest["history"][0], manifest["history"][-1]],
+        "load_average_after_run": os.getloadavg(),
+    }
 
 
 def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -263,6 +325,20 @@ def picture_grid(
     return path
 
 
+def training_note(training: list[dict[str, Any] | None], jobs: int) -> str:
+    """The markdown line on the generator's training cost (empty when none was trained)."""
+    trained = [g for g in training if g]
+    if not trained:
+        return ""
+    per_seed = ", ".join(f"{g['minutes_per_1k_images']:.3g}" for g in trained)
+    return (
+        f"\n\nGenerator (fc6 -> pixels, {trained[0]['epochs']} epochs on "
+        f"{trained[0]['n_images']} fit-split images, trained once per seed and shared by its "
+        f"rows): {per_seed} min per 1k images seen, per seed ({jobs} seeds in parallel; "
+        "load averages in the JSON)."
+    )
+
+
 def _verdict(met: bool | None) -> str:
     return "REPORT" if met is None else "MET" if met else "NOT MET"
 
@@ -281,14 +357,21 @@ def run_seed(
             seed=seed,
             variants=tuple((k, r, tuple(o.items())) for k, (r, o) in variants.items()),
             explain=False,
+            generator_epochs=args.generator_epochs,
             split=args.split,
         ),
         reporter=RichReporter(progress=False),
     )
     measured = json.loads((run / "realism.json").read_text())
+    decoded = {"generator"} | {k for k, (recipe, _) in variants.items() if recipe == "generator"}
+    if (run / "generator").is_dir():
+        measured["generator_training"] = generator_cost(run)
     for method, summary in measured["summary"].items():
         if method != "real":
             summary["outlier_fraction"] = outlier_fraction(run, method)
+            summary["seconds_per_sample"] = seconds_per_sample(run, method)
+        if method in decoded:
+            summary[TRAIN_COST] = measured["generator_training"]["minutes_per_1k_images"]
     return measured
 
 
@@ -305,6 +388,9 @@ def main() -> None:
     parser.add_argument("--classes", nargs="+", default=list(DIGIT_NAMES), choices=DIGIT_NAMES)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     parser.add_argument("--cache", default=None, help="demo cache (default: the demo's)")
+    parser.add_argument(
+        "--generator-epochs", type=int, default=GENERATOR_EPOCHS, help="the decoder's epochs"
+    )
     args = parser.parse_args()
     variants = {} if args.only_variants else dict(VARIANTS)
     variants |= dict(parse_variant(v) for v in args.variant)
@@ -342,9 +428,17 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
         "summary": stats,
         "per_seed": [r["summary"] for r in runs],
+        "generator_training": [r.get("generator_training") for r in runs],
+        "jobs": args.jobs,
         "goals": checked,
         "definitions": runs[0]["definitions"]
-        | {"outlier_fraction": "fraction of prior-layer units with |z| > 3 under the class model"},
+        | {
+            "outlier_fraction": "fraction of prior-layer units with |z| > 3 under the class model",
+            "seconds_per_sample": "sampling wall seconds per image (the batch of every class's "
+            "samples over its size), this machine, seeds in parallel (jobs)",
+            TRAIN_COST: "the generator's training seconds / 60 per 1000 images seen "
+            "(epochs x fit-split store images), this machine, seeds in parallel (jobs)",
+        },
     }
     (RESULTS / f"realism-{args.label}.json").write_text(json.dumps(result, indent=1))
     shown = [m for m in GRID_METHODS if m in stats]
@@ -357,6 +451,7 @@ def main() -> None:
     if not checked:
         goal_md = "(The goals compare `simonyan`, `suppress` and `ancestral`; this run did not "
         goal_md += "sample them all, so none is evaluated.)"
+    goal_md += training_note(result["generator_training"], args.jobs)
     (RESULTS / f"realism-{args.label}.md").write_text(
         f"# Realism benchmark ({args.label})\n\n{result['classes']} digit classes "
         f"({', '.join(args.classes)}), {args.n} "
