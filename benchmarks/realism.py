@@ -108,13 +108,25 @@ COLUMNS = (
 )
 
 
+def _value(text: str) -> Any:
+    """A variant's field value: int, float, true/false, else the string (``param=fft``)."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def parse_variant(text: str) -> tuple[str, tuple[str, dict[str, Any]]]:
     """``NAME:RECIPE:field=value,...`` -> (name, (recipe, overrides)); NAME may hold colons."""
     name, recipe, fields = text.rsplit(":", 2)
     overrides = {}
     for item in filter(None, fields.split(",")):
         key, value = item.split("=")
-        overrides[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        overrides[key] = _value(value)
     return name, (recipe, overrides)
 
 

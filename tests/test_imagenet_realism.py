@@ -51,12 +51,6 @@ def test_lite1_adapter_takes_imagenet_normalized_input() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured (issue 11, not met): at 24 steps the judge gives suppress p 0.0003 and "
-    "simonyan p 0.0008 on these two classes; suppress needs more steps or a stronger prior "
-    "at 224 px than a CI-sized run affords",
-)
 def test_suppress_beats_simonyan_on_the_judge(tmp_path) -> None:
     folders = write_photo_folders(tmp_path / "photos", (8, 0, 0), classes=CLASSES)
     store, models_dir = tmp_path / "acts.zarr", tmp_path / "models"

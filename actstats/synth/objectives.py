@@ -349,11 +349,16 @@ def match_activations(
     target: np.ndarray | torch.Tensor,
     reduction: str | Reduction = "full",
     scale: np.ndarray | None = None,
+    *,
+    robust: bool = False,
 ) -> Objective:
     """Mean squared difference to target activations (N, D), in units of ``scale``.
 
     Feature inversion: with ``scale`` the class's per-unit standard deviation the
-    loss is the mean squared z-distance, comparable across layers.
+    loss is the mean squared z-distance, comparable across layers. ``robust`` takes
+    ``log(1 + msd)``: the same near the target, with a gradient that falls as
+    ``1 / msd`` far from it, so a layer the image is still far from does not drown
+    the others (the Student-t of :func:`gaussian_prior`'s ``dof``, per layer).
     """
     tgt = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target)
     inv = np.ones(tgt.shape[-1]) if scale is None else 1.0 / np.maximum(np.asarray(scale), 1e-8)
@@ -368,7 +373,8 @@ def match_activations(
         z = reduce_torch(acts[layer], reduction)
         _check_dim(layer, z, tgt.shape[-1])
         t, w = cache.get(z)
-        return ((z - t) * w).pow(2).mean(1)
+        msd = ((z - t) * w).pow(2).mean(1)
+        return torch.log1p(msd) if robust else msd
 
     return Objective(fn, {layer}, "")
 

@@ -31,10 +31,12 @@ class RenderConfig:
     """The shared loop's knobs; each regularizer is switched off by a zero.
 
     ``init`` is the pixel start: ``zero`` (Simonyan's) or ``noise`` of ``init_std``
-    (normalized units), which gives each sample its own mode. ``param`` is ``pixel``
-    or ``fft`` (decorrelated); ``blur_every`` blurs the pixels by ``blur_sigma`` every
-    that many steps; ``clip`` keeps them in the valid range. ``jitter`` (pixels) and
-    ``blur_sigma`` below 1 are fractions of the input side (:meth:`at_size`).
+    (normalized units), which gives each sample its own mode. ``param`` is ``pixel``,
+    ``fft`` (decorrelated) or ``auto`` (by input size, :meth:`at_size`); ``blur_every``
+    blurs the pixels by ``blur_sigma`` every that many steps; ``clip`` keeps them in the
+    valid range. ``jitter`` (pixels) and ``blur_sigma`` below 1 are fractions of the
+    input side (:meth:`at_size`). ``scale`` and ``rotate`` zoom and tilt each step's
+    input at random (:func:`~actstats.synth.transforms.scale_rotate`).
     """
 
     steps: int = 200
@@ -59,10 +61,18 @@ class RenderConfig:
         Regularizers act on image structure, whose scale grows with the input:
         1/16 of the side is the 2 px the 32 px digits were tuned with and 14 px on
         a 224 px ImageNet input, where 2 px left samples adversarial textures.
+
+        ``param="auto"`` is ``fft`` from 64 px up and ``pixel`` below. Measured on the
+        validation splits: on EfficientNet-Lite1 at 224 px, pixel ascent with the blur
+        left ``suppress`` flat grey (p(class) 0.002) where the FFT basis reached the
+        class; on the 32 px digits the FFT basis cut the judge's agreement from 1.0 to
+        0.42 (a 32 px image has no high-frequency excess for it to remove).
         """
         jitter = round(self.jitter * size) if 0 < self.jitter < 1 else int(self.jitter)
         sigma = self.blur_sigma * size if self.blur_sigma < 1 else self.blur_sigma
-        return dataclasses.replace(self, jitter=jitter, blur_sigma=sigma)
+        return dataclasses.replace(
+            self, jitter=jitter, blur_sigma=sigma, param=_resolve_param(self.param, size)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready parameters for ``samples.json``."""
@@ -71,6 +81,16 @@ class RenderConfig:
             if isinstance(value, tuple):
                 data[key] = list(value)
         return data
+
+
+#: Inputs from this side up get the FFT basis under ``param="auto"`` (:meth:`RenderConfig.at_size`).
+FFT_MIN_SIZE = 64
+
+
+def _resolve_param(param: str, size: int) -> str:
+    if param != "auto":
+        return param
+    return "fft" if size >= FFT_MIN_SIZE else "pixel"
 
 
 def target(job: Job) -> obj.Objective:
@@ -101,12 +121,13 @@ def image_param(
 ) -> tuple[tuple[list[torch.Tensor], Callable[[], torch.Tensor]], list[StepHook]]:
     """The image parameterization and the step hooks (blur, clip) of the config."""
     size = network.preprocessing.crop
-    if config.param == "fft":
+    param = _resolve_param(config.param, size)
+    if param == "fft":
         return fft_image(
             n, size, network.preprocessing, device=network.device, generator=generator
         ), []
-    if config.param != "pixel":
-        raise ActstatsError(f"param {config.param!r}: use pixel or fft")
+    if param != "pixel":
+        raise ActstatsError(f"param {config.param!r}: use pixel, fft or auto")
     hooks = []
     if config.blur_every:
         hooks.append(blur_pixels(config.blur_sigma, config.blur_every))

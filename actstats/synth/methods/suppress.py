@@ -3,8 +3,9 @@
 For the stored layers below the target: (a) the seed's outlier suppression (every
 few steps pick the units that are outliers under the class model and descend on
 them) and (b) the model's negative log-likelihood weighted by ``prior_weight``,
-each sample with a prior of its own at the deepest layers (``prior_spread``); from
-small noise, with jitter, total variation and a blur every few steps.
+each sample with a prior of its own at the deepest layers (``prior_spread``); with
+random zoom, tilt and jitter and total variation, and at small inputs a noise start
+and a blur every few steps (:meth:`~actstats.synth.methods.base.RenderConfig.at_size`).
 """
 
 from __future__ import annotations
@@ -40,11 +41,25 @@ class SuppressConfig(RenderConfig):
     with ``m_i ~ N(mu, spread C)`` drawn from the seed
     (:func:`~actstats.synth.priors.spread_prior`); one shared Gaussian is mode-seeking
     (judge diversity 0.52 -> 1.67 at 0.9 on 3 digit classes, Fréchet distances no worse).
+
+    What carried it to a real ImageNet network at 224 px (EfficientNet-Lite1, five
+    classes, validation split, judged by Lite0; issue 11): the FFT basis (``param``
+    ``auto``), a heavy-tailed prior (``prior_dof`` 1: a grey start is hundreds of
+    z-units out in the middle blocks and a Gaussian NLL's gradient there was 10-100x
+    the target's, so samples settled as class-coloured textures at p(class) 0.07),
+    ``prior_depth`` 0.6 (priors on the shallow blocks only: priors on the blocks just
+    below the logits kept p(class) <= 0.46) and a random zoom and tilt each step. At 64
+    steps judge top-1 went from 0/5 (FFT basis, Gaussian priors on every block) to 5/5
+    and KID in the judge's features from 0.13 to 0.03. On the digits the same dof,
+    depth and transforms keep the judge's agreement at 1.0.
     """
 
+    param: str = "auto"
     l2_weight: float = 1e-2
     tv_weight: float = 0.5
     jitter: float = 1 / 16
+    scale: float = 0.1
+    rotate: float = 10.0
     blur_every: int = 4
     blur_sigma: float = 1 / 64
     init: str = "noise"
@@ -56,8 +71,8 @@ class SuppressConfig(RenderConfig):
     suppress_threshold: float = 3.0
     prior_spread: float = 0.9
     spread_layers: int | None = None
-    prior_dof: float | None = None
-    prior_depth: float = 1.0
+    prior_dof: float | None = 1.0
+    prior_depth: float = 0.6
 
 
 def suppress_objective(
