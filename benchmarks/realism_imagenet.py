@@ -23,7 +23,7 @@ no statistics); ``suppress``, its ablations ``prior only`` / ``outliers only``;
 ``real`` (test crops not used as reference). Each number is a mean over ``--seeds`` seeds, with the
 standard deviation over seeds.
 
-Usage: ``python benchmarks/realism_imagenet.py [--split test] [--seeds 3] [--steps 48]
+Usage: ``python benchmarks/realism_imagenet.py [--split test] [--seeds 3] [--steps 64]
 [--rows simonyan,suppress] [--label NAME] [--cache DIR]``. Writes
 ``benchmarks/results/realism-imagenet-<label>.{json,md}`` and ``-grid.png``.
 """
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default="test", choices=("validation", "test"))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument(
         "--classes", type=int, default=len(PHOTO_CLASSES), help="the first K photo classes"

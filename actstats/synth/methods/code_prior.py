@@ -48,8 +48,10 @@ __all__ = [
 @dataclass(frozen=True)
 class CodePriorConfig(RenderConfig):
     """The loop's knobs with code-prior's defaults; ``steps`` serve the code and then the
-    pixels each; ``layers``' last entry names the code layer (``None``: chosen)."""
+    pixels each; ``layers``' last entry names the code layer (``None``: chosen). The
+    pixels live in the FFT basis from 64 px up (``param`` ``auto``, as ``suppress``)."""
 
+    param: str = "auto"
     l2_weight: float = 1e-3
     tv_weight: float = 0.5
     jitter: float = 1 / 32
