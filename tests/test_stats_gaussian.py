@@ -12,7 +12,13 @@ from scipy.stats import multivariate_normal
 from sklearn.covariance import OAS, LedoitWolf, ledoit_wolf_shrinkage
 
 from actstats.errors import ActstatsError
-from actstats.stats.base import squared_distance
+from actstats.stats.base import (
+    QuadraticFactors,
+    as_rows,
+    log_likelihood,
+    precision_dot,
+    squared_distance,
+)
 from actstats.stats.gaussian import (
     GaussianLayerModel,
     fit_gaussian,
@@ -271,3 +277,28 @@ def test_sample_default_size_and_seed(cov):
     assert g.sample().shape == (1, 6)
     np.testing.assert_array_equal(g.sample(5, random_state=0), g.sample(5, random_state=0))
     assert not np.array_equal(g.sample(5, random_state=0), g.sample(5, random_state=1))
+
+
+def test_quadratic_factors_with_every_term_equal_the_dense_precision():
+    """A :class:`QuadraticFactors` may carry diag, plus and minus at once (the contract
+    allows it); each helper must equal its dense counterpart with P = diag^2 + plus plus^T
+    - minus minus^T."""
+    rng = np.random.default_rng(11)
+    d = 5
+    diag, plus, minus = 1.0 + rng.random(d), rng.normal(size=(d, 2)), 0.1 * rng.normal(size=(d, 1))
+    P = np.diag(diag**2) + plus @ plus.T - minus @ minus.T
+    mean = rng.normal(size=d)
+    f = QuadraticFactors(mean, diag, plus, minus, -np.linalg.slogdet(P)[1])
+    Y = rng.normal(size=(4, d))
+    Z = Y - mean
+    np.testing.assert_allclose(precision_dot(f, Z), Z @ P, rtol=1e-12)
+    np.testing.assert_allclose(squared_distance(f, Y), np.einsum("ij,jk,ik->i", Z, P, Z))
+    ref = multivariate_normal(mean, np.linalg.inv(P)).logpdf(Y)
+    np.testing.assert_allclose(log_likelihood(f, Y), ref, rtol=1e-10)
+
+
+def test_as_rows_names_the_array_and_converts_to_float64():
+    with pytest.raises(ActstatsError, match=r"^X has shape \(2, 5\); expected \(n_samples, 6\)"):
+        as_rows(np.zeros((2, 5)), 6)
+    rows = as_rows(np.arange(6, dtype=np.int32), 6)
+    assert rows.dtype == np.float64 and rows.shape == (1, 6)
