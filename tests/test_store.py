@@ -80,3 +80,11 @@ def test_default_chunk_size(batch: int, row_bytes: int) -> None:
     chunk = default_chunk_size(batch, row_bytes)
     assert chunk % batch == 0 and batch <= chunk <= 8 * batch
     assert chunk == batch or chunk * row_bytes <= 32 * 2**20
+
+
+def test_errors_group_reads_with_xarray(tmp_path: Path) -> None:
+    store = create_store(tmp_path / "s.zarr", _attrs(), ["x"] * 10, np.zeros(10))
+    write_errors(store, [("a/1.png", "corrupt"), ("b/", "empty class folder")])
+    ds = xr.open_zarr(tmp_path / "s.zarr", group="errors", consolidated=False)
+    assert ds["path"].dims == ds["reason"].dims == ("error",)
+    assert list(ds["reason"].values) == ["corrupt", "empty class folder"]
