@@ -154,8 +154,9 @@ def score(
     planting the mutant by hand): they count as killed.
     """
     status = {n: "killed" if n in (later or {}) else s for n, s in shard["status"].items()}
+    # a timeout listed as equivalent (a hung worker, checked by hand) is not a kill
     eq = [n for n, s in status.items() if s != "killed" and n in equivalent]
-    killed = sum(s in ("killed", "timeout") for s in status.values())
+    killed = sum(s in ("killed", "timeout") and n not in eq for n, s in status.items())
     live = [n for n, s in status.items() if s not in ("killed", "timeout") and n not in equivalent]
     checked = len(status) - len(eq)
     return {
@@ -187,10 +188,15 @@ def report(
             "",
             f"## {name}",
             "",
-            f"Tests: `{' '.join(run['tests'])}`; {run['seconds']:.0f} s.",
+            f"Tests: `{' '.join(run['tests'])}`; {run['seconds']:.0f} s."
+            + (
+                f" {run['sampled']} of {run['mutants']} mutants: {run['order']}."
+                if run["sampled"]
+                else ""
+            ),
         ]
         for n, diff in run["diffs"].items():
-            if run["status"][n] in ("killed", "timeout"):
+            if run["status"][n] == "timeout" and n not in equivalent and n not in later:
                 continue
             why = equivalent.get(n)
             verdict = "equivalent" if why else "killed by a new test" if n in later else "survived"

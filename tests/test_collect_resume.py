@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +17,12 @@ import pytest
 import torch
 import zarr
 
+import actstats.io.data
 import actstats.pipeline.collect_graph
 from actstats.demo.digits import write_digit_folders
 from actstats.errors import ActstatsError
+from actstats.io.data import REASONS
+from actstats.io.store import open_store, store_state
 from actstats.net.network import Network, load_network
 from actstats.pipeline.collect import collect
 
@@ -207,3 +211,47 @@ def test_rerun_with_other_weights_or_preprocessing_is_refused(
     with pytest.raises(ActstatsError, match=r"different preprocessing"):
         _collect(root, store, dataclasses.replace(net, preprocessing=interpolation))
     assert _collect(root, store, net).chunks_written == 0  # the same network still resumes
+
+
+def test_interrupted_creation_is_created_again(net: Network, root: Path, tmp_path: Path) -> None:
+    """A store killed while its arrays were allocated carries only the creating mark: the
+    next run recognises it as actstats' own and creates it again."""
+    store = tmp_path / "s.zarr"
+    zarr.open_group(str(store), mode="w").attrs["actstats_creating"] = {"version": "1"}
+    assert store_state(store) == "creating"
+    summary = _collect(root, store, net)
+    assert summary.chunks_written == 3 and summary.n_images == 24
+    assert store_state(store) == "actstats"
+
+
+def test_rerun_with_another_chunk_size_is_refused(net: Network, root: Path, tmp_path: Path):
+    store = tmp_path / "s.zarr"
+    _collect(root, store, net)
+    other = {"layers": ["conv3_2", "fc8"], "reduce": {"conv3_2": "mean"}, "batch_size": 4}
+    with pytest.raises(ActstatsError, match=r"different chunk_size; pass --overwrite"):
+        collect(root, store, network=net, chunk_size=4, scheduler="sync", **other)
+    # no --chunk-size given: the store's own is used and the run resumes
+    assert collect(root, store, network=net, scheduler="sync", **other).chunks_written == 0
+
+
+def test_summary_records_unreadable_folders_and_the_store(
+    net: Network, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A class folder that cannot be listed is skipped, recorded with its documented
+    reason in the store and the summary, which names the store written."""
+    data = Path(shutil.copytree(root, tmp_path / "data"))
+    (data / "three").mkdir()
+    shutil.copy(next((data / "one").iterdir()), data / "three" / "x.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if isinstance(path, str | os.PathLike) and Path(path).name == "three":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(actstats.io.data.os, "scandir", scandir)
+    summary = _collect(data, tmp_path / "s.zarr", net)
+    assert summary.store == str((tmp_path / "s.zarr").resolve())
+    assert ("three/", "unreadable folder") in summary.errors
+    assert summary.skipped == {"unreadable folder": 1} and "unreadable folder" in REASONS
+    assert ("three/", "unreadable folder") in open_store(tmp_path / "s.zarr").errors()

@@ -12,7 +12,13 @@ from scipy.stats import multivariate_normal
 from sklearn.covariance import OAS, LedoitWolf, ledoit_wolf_shrinkage
 
 from actstats.errors import ActstatsError
-from actstats.stats.base import squared_distance
+from actstats.stats.base import (
+    QuadraticFactors,
+    as_rows,
+    log_likelihood,
+    precision_dot,
+    squared_distance,
+)
 from actstats.stats.gaussian import (
     GaussianLayerModel,
     fit_gaussian,
@@ -21,6 +27,7 @@ from actstats.stats.gaussian import (
     moments_from_array,
     oas_shrinkage_from_moments,
     parse_cov_spec,
+    top_eigen,
 )
 
 RNG = np.random.default_rng(0)
@@ -157,3 +164,141 @@ def test_bad_specs_raise():
         g.score_samples(np.zeros((2, 5)))
     with pytest.raises(ActstatsError, match="0 rows"):
         fit_gaussian(moments_from_array(np.zeros((0, 3))))
+
+
+def _documented_auto_form(n: int, d: int, full_max_dim: int) -> tuple[str, int]:
+    """``fit_gaussian``'s docstring, spelled out: full if D <= full_max_dim, else low-rank
+    with K = min(64, N - 1) components (at most D - 1), diagonal when no K >= 1 is left."""
+    if d <= full_max_dim:
+        return "full", d
+    k = min(64, n - 1, d - 1)
+    return ("lowrank", k) if k >= 1 else ("diag", d)
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "full_max_dim"),
+    [
+        (20, 8, 8),  # D == full_max_dim: still full
+        (20, 9, 8),  # one wider: low-rank, K = N - 1
+        (30, 20, 8),  # N > D: K = D - 1
+        (2, 6, 4),  # K = 1, the smallest low-rank model
+        (1, 6, 4),  # one row: no K >= 1, diagonal
+        (70, 70, 32),  # K capped at 64
+    ],
+)
+def test_auto_form_follows_the_documented_rule(n, d, full_max_dim):
+    m = moments_from_array(np.random.default_rng(n + d).normal(size=(n, d)))
+    form, k = _documented_auto_form(n, d, full_max_dim)
+    g = fit_gaussian(m, cov="auto", full_max_dim=full_max_dim)
+    assert g.cov_type_ == form
+    if form == "lowrank":
+        assert g.components_.shape == (d, k)
+    assert np.all(np.isfinite(g.score_samples(m.mean + 1.0)))
+
+
+def test_shrinkage_edge_cases_equal_sklearn():
+    rng = np.random.default_rng(5)
+    cases = {
+        "two features": rng.normal(size=(30, 2)),
+        "two rows, two features (OAS capped at 1)": rng.normal(size=(2, 2)),
+        "constant rows (LW beta = 0, OAS denominator = 0)": np.ones((4, 3)),
+        "one feature": rng.normal(size=(20, 1)),
+    }
+    for name, Y in cases.items():
+        m = moments_from_array(Y)
+        lw = ledoit_wolf_shrinkage_from_moments(m)
+        assert lw == pytest.approx(ledoit_wolf_shrinkage(Y), abs=1e-12), name
+        assert oas_shrinkage_from_moments(m) == pytest.approx(OAS().fit(Y).shrinkage_), name
+    assert OAS().fit(cases["two rows, two features (OAS capped at 1)"]).shrinkage_ == 1.0
+    assert ledoit_wolf_shrinkage_from_moments(moments_from_array(np.zeros((0, 3)))) == 0.0
+
+
+def test_full_empirical_is_numpy_covariance_plus_floor():
+    g = GaussianLayerModel(cov="full:empirical").fit(X)
+    assert g.shrinkage_ == 0.0
+    ref = np.cov(X.T, bias=True) + g.var_floor_ * np.eye(6)
+    np.testing.assert_allclose(g.covariance_, ref, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("d", "k"), [(10, 0), (10, 1), (10, 3), (10, 10), (300, 4)]
+)  # D = 300: the Lanczos branch
+def test_top_eigen_equals_numpy(d, k):
+    A = np.random.default_rng(d + k).normal(size=(d, d + 5))
+    S = A @ A.T / d
+    vals, vecs = top_eigen(S, k)
+    assert vals.shape == (k,) and vecs.shape == (d, k)
+    ref_vals, ref_vecs = np.linalg.eigh(S)
+    np.testing.assert_allclose(vals, ref_vals[::-1][:k], rtol=1e-9)
+    overlap = np.abs(vecs.T @ ref_vecs[:, ::-1][:, :k])
+    np.testing.assert_allclose(overlap, np.eye(k), atol=1e-6)
+    # the documented sign convention: each vector's largest-magnitude entry is positive
+    assert np.all(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(k)] > 0)
+
+
+def test_top_eigen_clips_negative_and_keeps_small_eigenvalues():
+    vals, vecs = top_eigen(np.diag([0.5, -1.0, 0.2]), 3)
+    np.testing.assert_array_equal(vals, [0.5, 0.2, 0.0])
+    np.testing.assert_array_equal(np.abs(vecs), np.eye(3)[:, [0, 2, 1]])
+
+
+def _naive_lowrank(Y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_gaussian``'s low-rank model from scikit-learn's Ledoit-Wolf estimate and a
+    dense eigendecomposition: (W W^T, residual variances before the floor)."""
+    S = LedoitWolf().fit(Y).covariance_
+    d = S.shape[0]
+    vals, vecs = np.linalg.eigh(S)
+    vals, vecs = vals[::-1][:k], vecs[:, ::-1][:, :k]
+    sigma2 = (np.trace(S) - vals.sum()) / (d - k) if d > k else 0.0
+    W = vecs * np.sqrt(np.maximum(vals - sigma2, 0.0))
+    return W @ W.T, np.maximum(np.diag(S) - np.sum(W**2, axis=1), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("Y", "k"),
+    [
+        (0.05 * X, 2),  # small variances: no constant 1 hides in a floor or a clip
+        (X, 6),  # K = D: no residual
+        (np.random.default_rng(7).normal(size=(5, 12)), 8),  # N < D, K beyond the rank
+    ],
+)
+def test_lowrank_equals_naive_reference(Y, k):
+    g = fit_gaussian(moments_from_array(Y), cov=f"lowrank:{k}")
+    WWt, psi = _naive_lowrank(Y, k)
+    assert g.cov_type_ == "lowrank" and g.var_floor_ > 0
+    assert g.shrinkage_ == pytest.approx(ledoit_wolf_shrinkage(Y))
+    np.testing.assert_allclose(g.components_ @ g.components_.T, WWt, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(g.noise_variance_ - g.var_floor_, psi, atol=0.1 * g.var_floor_)
+
+
+@pytest.mark.parametrize("cov", ["full", "diag", "lowrank:2"])
+def test_sample_default_size_and_seed(cov):
+    g = GaussianLayerModel(cov=cov).fit(X)
+    assert g.sample().shape == (1, 6)
+    np.testing.assert_array_equal(g.sample(5, random_state=0), g.sample(5, random_state=0))
+    assert not np.array_equal(g.sample(5, random_state=0), g.sample(5, random_state=1))
+
+
+def test_quadratic_factors_with_every_term_equal_the_dense_precision():
+    """A :class:`QuadraticFactors` may carry diag, plus and minus at once (the contract
+    allows it); each helper must equal its dense counterpart with P = diag^2 + plus plus^T
+    - minus minus^T."""
+    rng = np.random.default_rng(11)
+    d = 5
+    diag, plus, minus = 1.0 + rng.random(d), rng.normal(size=(d, 2)), 0.1 * rng.normal(size=(d, 1))
+    P = np.diag(diag**2) + plus @ plus.T - minus @ minus.T
+    mean = rng.normal(size=d)
+    f = QuadraticFactors(mean, diag, plus, minus, -np.linalg.slogdet(P)[1])
+    Y = rng.normal(size=(4, d))
+    Z = Y - mean
+    np.testing.assert_allclose(precision_dot(f, Z), Z @ P, rtol=1e-12)
+    np.testing.assert_allclose(squared_distance(f, Y), np.einsum("ij,jk,ik->i", Z, P, Z))
+    ref = multivariate_normal(mean, np.linalg.inv(P)).logpdf(Y)
+    np.testing.assert_allclose(log_likelihood(f, Y), ref, rtol=1e-10)
+
+
+def test_as_rows_names_the_array_and_converts_to_float64():
+    with pytest.raises(ActstatsError, match=r"^X has shape \(2, 5\); expected \(n_samples, 6\)"):
+        as_rows(np.zeros((2, 5)), 6)
+    rows = as_rows(np.arange(6, dtype=np.int32), 6)
+    assert rows.dtype == np.float64 and rows.shape == (1, 6)

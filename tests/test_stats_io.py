@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -12,8 +14,9 @@ import numpy as np
 import pytest
 
 from actstats.errors import ActstatsError
+from actstats.io.locks import lock_path
+from actstats.io.modelfile import MAX_MANIFEST_DEPTH, check_model_output, save_models
 from actstats.io.modelfile import load_models as load
-from actstats.io.modelfile import save_models
 from actstats.pipeline.fit import fit_store
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,15 +49,15 @@ def test_round_trip_exact(saved, tmp_path):
     assert m2.classes == m.classes == ["cat", "dog", "__all__"]
     assert m2.layers == ["a", "b", "c"] and m2.provenance == m.provenance
     for c in m.classes:
-        for layer in m.layers:
-            for a, b in (
-                (m[c].gaussian(layer), m2[c].gaussian(layer)),
-                (m[c].mixture(layer), m2[c].mixture(layer)),
-            ):
-                sa, sb = a.to_state(), b.to_state()
-                assert sa[0] == sb[0]
-                for k in sa[1]:
-                    np.testing.assert_array_equal(sa[1][k], sb[1][k])
+        assert sorted(m2[c].joints) == sorted(m[c].joints) == [("a", "b"), ("b", "c")]
+        pairs = [(m[c].gaussian(ly), m2[c].gaussian(ly)) for ly in m.layers]
+        pairs += [(m[c].mixture(ly), m2[c].mixture(ly)) for ly in m.layers]
+        pairs += [(m[c].joints[k], m2[c].joints[k]) for k in m[c].joints]
+        for a, b in pairs:
+            sa, sb = a.to_state(), b.to_state()
+            assert sa[0] == sb[0]
+            for k in sa[1]:
+                np.testing.assert_array_equal(sa[1][k], sb[1][k])
     x = np.ones((2, 5))
     np.testing.assert_array_equal(m["cat"]["a"].score_samples(x), m2["cat"]["a"].score_samples(x))
     prov = m.provenance
@@ -177,3 +180,104 @@ def test_wrong_dtype_refused(saved, tmp_path):
     _replace(p, lambda g: np.save(g, np.load(f).astype(np.float32)))
     with pytest.raises(ActstatsError, match=r"has dtype <f4; the manifest says <f8"):
         load(p)
+
+
+def test_returned_path_type_and_no_leftovers(saved, tmp_path):
+    """A local path gives a Path back, a URL the URL; replacing leaves no old copy."""
+    models = load(saved)
+    out = tmp_path / "m"
+    assert save_models(models, out) == out
+    url = f"file://{tmp_path}/u"
+    assert save_models(models, url) == url
+    assert save_models(models, out, overwrite=True) == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", ".u.lock", "m", "u"]
+
+
+def test_overwrite_on_an_object_store(saved):
+    """memory:// lists entries with details unless asked not to: replacing must still work."""
+    models = load(saved)
+    url = "memory://actstats-test-overwrite/m"
+    save_models(models, url)
+    save_models(models, url, overwrite=True)
+    assert load(url).classes == models.classes
+
+
+def test_check_model_output_names_the_path(saved, tmp_path):
+    check_model_output(tmp_path / "new", overwrite=False)  # nothing there: fine
+    with pytest.raises(ActstatsError, match=rf"^{saved} exists; pass --overwrite"):
+        check_model_output(saved, overwrite=False)
+    check_model_output(saved, overwrite=True)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt"):
+        (junk / name).write_text("mine")
+    with pytest.raises(ActstatsError, match=r"\(holds a\.txt, b\.txt, c\.txt\); refusing"):
+        check_model_output(junk, overwrite=True)
+
+
+def test_busy_lock_names_the_model_directory(saved, tmp_path):
+    out = tmp_path / "m"
+    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ActstatsError, match=rf"^model directory {out}: another writer"):
+            save_models(load(saved), out)
+    finally:
+        os.close(fd)
+
+
+def test_recovery_puts_back_the_newest_old_copy(saved, tmp_path):
+    """Killed between moving two generations aside and the new one in: the newest returns."""
+    for name, mtime, marker in (
+        ("aaaa", 2_000_000_000, "newest"),
+        ("zzzz", 1_000_000_000, "oldest"),
+    ):
+        old = Path(shutil.copytree(saved, tmp_path / f".m.actstats-old-{name}"))
+        (old / "arrays" / "marker").write_text(marker)
+        os.utime(old, (mtime, mtime))
+    with pytest.raises(ActstatsError, match="exists; pass --overwrite"):
+        check_model_output(tmp_path / "m", overwrite=False)
+    assert (tmp_path / "m" / "arrays" / "marker").read_text() == "newest"
+    assert not list(tmp_path.glob(".m.actstats-old-*"))
+
+
+@pytest.mark.parametrize("name", ["runX", "run ", "run/"])
+def test_any_directory_name_round_trips(saved, tmp_path, name):
+    """The inside-the-directory check must not trim the directory's own name."""
+    out = save_models(load(saved), f"{tmp_path}/{name}")
+    assert load(out).classes == load(saved).classes
+
+
+def test_missing_array_message_names_the_directory(saved, tmp_path):
+    p = _copy(saved, tmp_path)
+    _entry_file(p)[1].unlink()
+    with pytest.raises(ActstatsError, match=rf"is missing from {p}; refit the models"):
+        load(p)
+
+
+def _naive_depth(value) -> int:
+    """Nesting depth of dicts and lists, recursively (the manifest itself is level 1)."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return 1 + max((_naive_depth(v) for v in value), default=0)
+    return 0
+
+
+@pytest.mark.parametrize("extra", [0, 1, 30])
+def test_manifest_nesting_limit(saved, tmp_path, extra):
+    """A manifest nested exactly MAX_MANIFEST_DEPTH deep loads; one level more is refused."""
+    p = _copy(saved, tmp_path)
+    man = _manifest(p)
+    assert _naive_depth(man) < MAX_MANIFEST_DEPTH
+    deep: list = []
+    for _ in range(MAX_MANIFEST_DEPTH + extra - 4):  # manifest > provenance > fit > [..[]..]
+        deep = [deep]
+    man["provenance"]["fit"]["deep"] = deep
+    assert _naive_depth(man) == MAX_MANIFEST_DEPTH + extra
+    (p / "manifest.json").write_text(json.dumps(man))
+    if extra == 0:
+        assert load(p).classes == load(saved).classes
+    else:
+        with pytest.raises(ActstatsError, match=r"nested deeper than 32 levels; refused"):
+            load(p)

@@ -80,3 +80,42 @@ def test_default_chunk_size(batch: int, row_bytes: int) -> None:
     chunk = default_chunk_size(batch, row_bytes)
     assert chunk % batch == 0 and batch <= chunk <= 8 * batch
     assert chunk == batch or chunk * row_bytes <= 32 * 2**20
+
+
+def test_errors_group_reads_with_xarray(tmp_path: Path) -> None:
+    store = create_store(tmp_path / "s.zarr", _attrs(), ["x"] * 10, np.zeros(10))
+    write_errors(store, [("a/1.png", "corrupt"), ("b/", "empty class folder")])
+    ds = xr.open_zarr(tmp_path / "s.zarr", group="errors", consolidated=False)
+    assert ds["path"].dims == ds["reason"].dims == ("error",)
+    assert list(ds["reason"].values) == ["corrupt", "empty class folder"]
+
+
+def test_every_array_names_its_dimensions(tmp_path: Path) -> None:
+    """The documented layout, as xarray reads it: one ``image`` axis shared by images/*,
+    ``chunk`` for the done flags, ``(image, <layer>_unit)`` for activations."""
+    create_store(tmp_path / "s.zarr", _attrs(), ["x"] * 10, np.zeros(10))
+    images = xr.open_zarr(tmp_path / "s.zarr", group="images", consolidated=False)
+    dims = {name: images[name].dims for name in images.variables}
+    assert dims == {
+        **dict.fromkeys(
+            ["path", "label", "ok", "error", "size", "mtime_ns", "clipped"], ("image",)
+        ),
+        "done": ("chunk",),
+    }
+    acts = xr.open_zarr(tmp_path / "s.zarr", group="acts", consolidated=False)
+    assert acts["fc"].dims == ("image", "fc_unit") and acts["fc"].shape == (10, 3)
+
+
+def test_fresh_store_holds_the_documented_placeholders(tmp_path: Path) -> None:
+    """Before any chunk is written: no row ok, no error text, sizes and mtimes -1
+    ("not yet"), no clipping, no chunk done, activations NaN."""
+    labels = np.repeat([0, 1], 5)
+    create_store(tmp_path / "s.zarr", _attrs(), [f"{i}.png" for i in range(10)], labels)
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    np.testing.assert_array_equal(g["images/label"][:], labels)
+    assert not g["images/ok"][:].any() and not g["images/done"][:].any()
+    assert list(g["images/error"][:]) == [""] * 10
+    np.testing.assert_array_equal(g["images/size"][:], -1)
+    np.testing.assert_array_equal(g["images/mtime_ns"][:], -1)
+    np.testing.assert_array_equal(g["images/clipped"][:], 0)
+    assert np.isnan(g["acts/fc"][:]).all()
