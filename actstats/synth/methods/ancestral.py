@@ -6,7 +6,8 @@ them deepest first on the shared loop, matching each layer in z units while the
 target drives the unit. The pixels are fitted to the shallow part of the chain
 (``match_depth``) in a robust loss: on EfficientNet-Lite1 at 224 px, matching every
 sampled block (drawn from conditionals fitted on a few dozen images per class) kept
-p(class) at 0.13 and the judge at 1/5; the shallowest 60 %, robustly, reached 4/5 (validation split, 64 steps).
+p(class) at 0.13 and the judge at 1/5; the shallowest 60 %, robustly, reached 4/5
+(validation split, 64 steps).
 """
 
 from __future__ import annotations
