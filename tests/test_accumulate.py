@@ -40,6 +40,24 @@ def test_accumulator_equals_numpy(monkeypatch, diag_only, split):
     )
 
 
+def test_accumulator_follows_a_drifting_mean(monkeypatch):
+    """Blocks far apart (each centred at the running mean, not its own) still match numpy."""
+    monkeypatch.setattr(accumulate, "BLOCK_BYTES", 8 * 4 * 64)
+    rng = np.random.default_rng(3)
+    parts = [rng.standard_normal((300, 4)) * s + off for s, off in ((1, 1e4), (5, -3e3), (0.1, 0))]
+    X = np.concatenate(parts)
+    acc = MomentAccumulator(4)
+    for part in parts:
+        acc.add(part)
+    m = acc.moments()
+    E = X - X.mean(0)
+    np.testing.assert_allclose(m.mean, X.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m.covariance(ddof=1), np.cov(X, rowvar=False), rtol=1e-9)
+    sq = (E * E).sum(1)
+    np.testing.assert_allclose(m.t3, sq @ E, rtol=1e-8, atol=1e-8 * np.abs(sq @ E).max())
+    np.testing.assert_allclose(m.q4, sq @ sq, rtol=1e-9)
+
+
 def test_accumulator_rejects_wrong_width():
     with pytest.raises(ValueError, match="3 columns"):
         MomentAccumulator(3).add(np.zeros((2, 4)))
