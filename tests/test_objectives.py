@@ -219,3 +219,17 @@ def test_every_objective_goes_down(name: str) -> None:
     result = render(net, term, param, steps=12, lr=0.05)
     first, last = result.loss_history[0], result.loss_history[-1]
     assert np.all(last < first), (name, first, last)
+
+
+def test_shallowest_keeps_the_leading_fraction_and_refuses_bad_fractions() -> None:
+    from actstats.synth.priors import shallowest
+
+    layers = [f"l{i}" for i in range(7)]
+    for fraction in (0.01, 0.3, 0.6, 0.99, 1.0):
+        count = max(1, int(np.ceil(fraction * 7 - 1e-12)))
+        assert shallowest(layers, fraction, "prior_depth") == layers[:count]
+    assert shallowest(layers, 0.6, "prior_depth") == layers[:5]  # VGG16: pool1..pool5 of 7
+    assert shallowest([], 0.5, "match_depth") == []
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ActstatsError, match=r"match_depth .*use 0 < match_depth <= 1"):
+            shallowest(layers, bad, "match_depth")

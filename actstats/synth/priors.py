@@ -22,6 +22,7 @@ __all__ = [
     "layer_prior",
     "outlier_suppression",
     "prior_layers",
+    "shallowest",
     "spatial_prior",
     "spread_prior",
 ]
@@ -50,14 +51,20 @@ def prior_layers(
                 f"available: {', '.join(job.stats.layers)}"
             )
         return list(layers)
-    if not 0.0 < depth <= 1.0:
-        raise ActstatsError(f"prior_depth {depth}: use 0 < depth <= 1")
     limit = network.layer_depth(job.neuron.layer)
     below = sorted(
         (ly for ly in job.stats.layers if network.layer_depth(ly) < limit),
         key=network.layer_depth,
     )
-    return below[: max(1, math.ceil(depth * len(below)))] if below else below
+    return shallowest(below, depth, "prior_depth")
+
+
+def shallowest(layers: Sequence[str], fraction: float, option: str) -> list[str]:
+    """The first ``fraction`` of ``layers`` (shallow to deep), at least one when any;
+    ``option`` names the knob in the error for a fraction outside ``(0, 1]``."""
+    if not 0.0 < fraction <= 1.0:
+        raise ActstatsError(f"{option} {fraction}: use 0 < {option} <= 1")
+    return list(layers[: max(1, math.ceil(fraction * len(layers)))])
 
 
 def spatial_prior(

@@ -12,7 +12,6 @@ p(class) at 0.13 and the judge at 1/5; the shallowest 60 %, robustly, reached 4/
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from actstats.synth import objectives as obj
 from actstats.synth.jobs import ClassStats, Job, Synthesis, batch_rows, unit_std
 from actstats.synth.methods.base import RenderConfig, image_param, regularizers, target, transforms
 from actstats.synth.methods.registry import register
-from actstats.synth.priors import prior_layers
+from actstats.synth.priors import prior_layers, shallowest
 from actstats.synth.render import Progress, RenderResult, render
 
 __all__ = ["AncestralConfig", "sample_chain", "synthesize_ancestral"]
@@ -148,13 +147,11 @@ def _chains(
     network: Network, jobs: Sequence[Job], config: AncestralConfig, seed: int
 ) -> tuple[list[dict[str, np.ndarray]], list[list[str]]]:
     """Each job's sampled chain and its layers deepest first (job i drawn from ``seed + i``)."""
-    if not 0.0 < config.match_depth <= 1.0:
-        raise ActstatsError(f"match_depth {config.match_depth}: use 0 < depth <= 1")
     chains, stages = [], []
     for i, job in enumerate(jobs):
         below = set(prior_layers(network, job, config.layers)) - {job.neuron.layer}
         layers = [*sorted(below, key=network.layer_depth), job.neuron.layer]
-        matched = layers[:-1][: max(1, math.ceil(config.match_depth * (len(layers) - 1)))]
+        matched = shallowest(layers[:-1], config.match_depth, "match_depth")
         chains.append(
             sample_chain(
                 job.stats,  # type: ignore[arg-type]  # checked by prior_layers
