@@ -224,3 +224,15 @@ def test_cli_prints_bracketed_words(capsys: pytest.CaptureFixture[str]) -> None:
     print_error("run spec x.toml: has no [collect] table :-1:")
     err = capsys.readouterr().err
     assert "[collect]" in err and ":-1:" in err and "👎" not in err
+
+
+def test_write_atomic_replaces_whole_files_and_leaves_no_temporary(tmp_path) -> None:
+    from actstats.io.paths import write_atomic
+
+    target = tmp_path / "record.json"
+    target.write_text("old")
+    write_atomic(target, '{"new": 1}')
+    assert target.read_text() == '{"new": 1}'
+    write_atomic(target, b"\x00bytes")
+    assert target.read_bytes() == b"\x00bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]

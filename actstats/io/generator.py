@@ -34,6 +34,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from actstats.errors import ActstatsError
+from actstats.io.paths import write_atomic
 from actstats.resources import schema_path
 from actstats.synth.generator import ARCHITECTURE, GeneratorArch, UpConvGenerator
 
@@ -51,12 +52,6 @@ TENSORS = "generator.safetensors"
 CHECKPOINT = "checkpoint"
 _CHECKPOINT_JSON = "checkpoint.json"
 _OURS = (MANIFEST, TENSORS, CHECKPOINT)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _tensor_record(file: str, data: bytes) -> dict[str, Any]:
@@ -138,7 +133,7 @@ def write_generator(
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
     data = save_safetensors(tensors)
-    _atomic_write(folder / TENSORS, data)
+    write_atomic(folder / TENSORS, data)
     manifest = {
         "format": "actstats-generator",
         "format_version": 1,
@@ -148,7 +143,7 @@ def write_generator(
         "tensors": _tensor_record(TENSORS, data),
     }
     _validate(manifest, "generator-manifest.schema.json", folder / MANIFEST)
-    _atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
+    write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
     if (folder / CHECKPOINT).is_dir():
         shutil.rmtree(folder / CHECKPOINT)
     return folder
@@ -200,8 +195,8 @@ def write_checkpoint(
     _validate(record, "generator-checkpoint.schema.json", folder / _CHECKPOINT_JSON)
     # a new state file, then the record that points at it, then the old state goes:
     # a run killed at any moment leaves a record and the state it names
-    _atomic_write(folder / name, data)
-    _atomic_write(folder / _CHECKPOINT_JSON, json.dumps(record, indent=1).encode())
+    write_atomic(folder / name, data)
+    write_atomic(folder / _CHECKPOINT_JSON, json.dumps(record, indent=1).encode())
     for old in folder.glob("state-*.safetensors"):
         if old.name != name:
             old.unlink()

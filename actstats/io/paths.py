@@ -27,6 +27,7 @@ __all__ = [
     "read_regular_file",
     "refuse_overlap",
     "show_name",
+    "write_atomic",
 ]
 
 
@@ -133,3 +134,14 @@ def show_name(stored: str) -> str:
     """A stored name for messages: printable, with undecodable bytes as ``\\xNN``."""
     raw = decode_name(stored)
     return os.fsencode(raw).decode("utf-8", "backslashreplace")
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden temporary file beside it, then rename:
+    a reader (or a run killed mid-write) sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    if isinstance(data, str):
+        tmp.write_text(data)
+    else:
+        tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from actstats.errors import ActstatsError
+from actstats.io.paths import write_atomic
 from actstats.synth.methods import METHODS
 
 __all__ = [
@@ -643,7 +644,5 @@ def write_report(
     buf.write(_outlier_section(extras))
     buf.write(_explain_section(_read_optional(run_dir / "explain.json"), run_dir))
     buf.write(_LIGHTBOX + "</body></html>")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    tmp.replace(out)
+    write_atomic(out, buf.getvalue())
     return out

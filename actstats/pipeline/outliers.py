@@ -30,6 +30,7 @@ import numpy as np
 from actstats.errors import ActstatsError
 from actstats.eval.metrics import layer_nll
 from actstats.io.modelfile import load_models
+from actstats.io.paths import write_atomic
 from actstats.io.store import ActivationStore, open_store
 from actstats.net.preprocessing import Preprocessing
 from actstats.net.reduce import stored_reduction
@@ -299,11 +300,9 @@ def write_outliers(
     out.mkdir(parents=True, exist_ok=True)
     png, record = out / "outliers.png", out / "outliers.json"
     _draw(results, Path(root), preprocessing, png)
-    tmp = record.with_suffix(".json.tmp")
-    tmp.write_text(
-        json.dumps({"root": str(root), "classes": [r.to_json() for r in results]}, indent=1)
+    write_atomic(
+        record, json.dumps({"root": str(root), "classes": [r.to_json() for r in results]}, indent=1)
     )
-    tmp.replace(record)
     return png, record
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from actstats.errors import ActstatsError
 from actstats.io.data import BadImageError, load_image
+from actstats.io.paths import write_atomic
 from actstats.io.store import ActivationStore, open_store
 from actstats.net.names import NeuronSpec, parse_neuron
 from actstats.net.network import load_network
@@ -340,9 +341,7 @@ def write_top(
             if t is None
         ],
     }
-    tmp = record.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(record)
+    write_atomic(record, json.dumps(data, indent=1))
     return png, record
 
 
