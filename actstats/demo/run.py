@@ -37,6 +37,7 @@ from actstats.demo.digits import (
 from actstats.errors import ActstatsError
 from actstats.eval import realism
 from actstats.io.artifacts import read_samples
+from actstats.io.paths import write_atomic
 from actstats.net.network import Network, load_network
 from actstats.pipeline.collect import collect
 from actstats.pipeline.explain import run_dream, run_invert, run_localize, run_saliency
@@ -233,9 +234,7 @@ def prepare_assets(
         trained = True
         say(f"  {name}: training accuracy {acc:.3f} in {time.perf_counter() - start:.0f} s")
     if trained:  # atomically, and only when it changed: parallel runs read it
-        tmp = root / "accuracy.json.tmp"
-        tmp.write_text(json.dumps(accuracy))
-        tmp.rename(root / "accuracy.json")
+        write_atomic(root / "accuracy.json", json.dumps(accuracy))
     return DemoAssets(
         train,
         root / _SPLIT_FOLDERS["validation"],
