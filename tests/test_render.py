@@ -106,3 +106,20 @@ def test_scale_rotate_matches_scipy_affine_transform() -> None:
         )
         inner = slice(8, 25)  # away from the borders, where the two pad differently
         np.testing.assert_allclose(out[i, 0, inner, inner].numpy(), ref[inner, inner], atol=1e-9)
+
+
+def test_param_auto_resolves_by_input_size_and_bad_params_are_refused() -> None:
+    import pytest
+
+    from actstats.errors import ActstatsError
+    from actstats.synth.methods.base import FFT_MIN_SIZE, RenderConfig, image_param
+
+    auto = RenderConfig(param="auto")
+    assert auto.at_size(FFT_MIN_SIZE - 1).param == "pixel"
+    assert auto.at_size(FFT_MIN_SIZE).param == "fft"
+    assert RenderConfig(param="fft").at_size(8).param == "fft"  # an explicit choice stays
+    net = tiny_network()  # 8 px: auto gives one free value per pixel
+    (params, _), _ = image_param(net, 2, auto, torch.Generator().manual_seed(0))
+    assert params[0].shape == (2, 3, 8, 8)
+    with pytest.raises(ActstatsError, match="param 'bogus': use pixel, fft or auto"):
+        image_param(net, 2, RenderConfig(param="bogus"), torch.Generator())
