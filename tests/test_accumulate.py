@@ -61,3 +61,44 @@ def test_accumulator_follows_a_drifting_mean(monkeypatch):
 def test_accumulator_rejects_wrong_width():
     with pytest.raises(ValueError, match="3 columns"):
         MomentAccumulator(3).add(np.zeros((2, 4)))
+
+
+def test_accumulator_takes_the_exact_path_only_for_far_blocks(monkeypatch):
+    """Blocks near the shift K use the shifted sums; a block many sds away merges exactly."""
+    monkeypatch.setattr(accumulate, "BLOCK_BYTES", 8 * 3 * 64)  # 256-row blocks
+    rng = np.random.default_rng(5)
+    near = [rng.standard_normal((256, 3)) + off for off in (0.0, 1.0, -1.0)]  # within 2 sd
+    far = rng.standard_normal((256, 3)) * 0.5 + 50.0
+    exact = []
+    original = MomentAccumulator._merge_exact
+    monkeypatch.setattr(
+        MomentAccumulator, "_merge_exact", lambda self, X: exact.append(len(X)) or original(self, X)
+    )
+    acc = MomentAccumulator(3)
+    for part in near:
+        acc.add(part)
+    assert exact == []
+    acc.add(far)
+    assert exact == [256]
+    acc.add(far + 0.1)  # K is now the merged mean 12.5, sd ~22: 1.7 sds away, shifted path
+    assert exact == [256]
+    X = np.concatenate([*near, far, far + 0.1])
+    m = acc.moments()
+    E = X - X.mean(0)
+    np.testing.assert_allclose(m.mean, X.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m.m2, E.T @ E, rtol=1e-10)
+    sq = (E * E).sum(1)
+    np.testing.assert_allclose(m.t3, sq @ E, rtol=1e-9, atol=1e-9 * np.abs(sq @ E).max())
+    np.testing.assert_allclose(m.q4, sq @ sq, rtol=1e-10)
+
+
+def test_diagonal_accumulator_takes_the_exact_path_for_far_blocks(monkeypatch):
+    monkeypatch.setattr(accumulate, "BLOCK_BYTES", 8 * 3 * 64)
+    rng = np.random.default_rng(6)
+    parts = [rng.standard_normal((256, 3)), rng.standard_normal((256, 3)) + 1e5]
+    acc = MomentAccumulator(3, diag_only=True)
+    for part in parts:
+        acc.add(part)
+    X = np.concatenate(parts)
+    E = X - X.mean(0)
+    np.testing.assert_allclose(acc.moments().m2, (E * E).sum(0), rtol=1e-10)
