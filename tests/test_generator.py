@@ -156,7 +156,9 @@ def test_adversarial_term_is_the_non_saturating_gan_loss_and_reaches_the_generat
     grad_gan = torch.autograd.grad(reference, params)
     assert any(float(g.abs().max()) > 0 for g in grad_gan)
     for g_on, g_off, g_gan in zip(grad_on, grad_off, grad_gan, strict=True):
-        torch.testing.assert_close(g_on - g_off, 0.5 * g_gan, atol=1e-6, rtol=1e-4)
+        # float32: g_on - g_off cancels, so the rounding scales with |g_off|, not |g_gan|
+        atol = 1e-5 * float(g_off.abs().max()) + 1e-7
+        torch.testing.assert_close(g_on - g_off, 0.5 * g_gan, atol=atol, rtol=1e-4)
 
 
 def test_adversarial_training_runs_and_both_networks_learn(

@@ -35,7 +35,7 @@ from safetensors.torch import save as save_safetensors
 
 from actstats.errors import ActstatsError
 from actstats.io.paths import write_atomic
-from actstats.resources import schema_path
+from actstats.resources import validate_json
 from actstats.synth.generator import ARCHITECTURE, GeneratorArch, UpConvGenerator
 
 __all__ = [
@@ -60,7 +60,7 @@ def _tensor_record(file: str, data: bytes) -> dict[str, Any]:
 
 def _validate(doc: Any, schema: str, where: Path) -> None:
     try:
-        jsonschema.validate(doc, json.loads(schema_path(schema).read_text()))
+        validate_json(doc, schema)
     except jsonschema.ValidationError as exc:
         field = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ActstatsError(

@@ -64,7 +64,7 @@ from fsspec.implementations.local import LocalFileSystem
 from actstats.errors import ActstatsError
 from actstats.io.locks import writer_lock
 from actstats.io.paths import is_local, local_path, read_regular_file
-from actstats.resources import schema_path
+from actstats.resources import schema_path, validate_json
 from actstats.stats.modelset import KINDS, ClassModels, ModelSet
 
 __all__ = [
@@ -292,9 +292,8 @@ def _read_manifest(fs: AbstractFileSystem, root: str, path: str) -> dict[str, An
             f"{mpath}: nested deeper than {MAX_MANIFEST_DEPTH} levels; refused (not a manifest "
             "actstats wrote)"
         )
-    schema = json.loads(SCHEMA_PATH.read_text())
     try:
-        jsonschema.validate(manifest, schema)
+        validate_json(manifest, SCHEMA_PATH.name)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ActstatsError(

@@ -9,7 +9,6 @@ the command line override the spec.
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,10 @@ from typing import Any
 import jsonschema
 
 from actstats.errors import ActstatsError
-from actstats.resources import schema_path
+from actstats.resources import validate_json
 
 __all__ = ["load_run_spec", "merge_collect_options"]
 
-_SCHEMA = schema_path("run-spec.schema.json")
 _PATH_KEYS = ("root", "store")
 
 
@@ -37,7 +35,7 @@ def load_run_spec(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ActstatsError(f"run spec {path}: not valid TOML ({exc})") from None
     try:
-        jsonschema.validate(spec, json.loads(_SCHEMA.read_text()))
+        validate_json(spec, "run-spec.schema.json")
     except jsonschema.ValidationError as exc:
         field = ".".join(str(p) for p in exc.absolute_path) or "(top)"
         raise ActstatsError(f"run spec {path}: {field}: {exc.message}") from None

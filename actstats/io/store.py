@@ -34,8 +34,6 @@ locally the old store is first renamed aside, so a kill never leaves half of it.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -49,7 +47,7 @@ import zarr
 
 from actstats.errors import ActstatsError
 from actstats.io.paths import is_local, local_path
-from actstats.resources import schema_path
+from actstats.resources import validate_json
 
 __all__ = [
     "ACTS_CODECS",
@@ -70,7 +68,7 @@ __all__ = [
 ]
 
 STORE_VERSION = "1"
-_SCHEMA = schema_path("store-attrs.schema.json")
+_SCHEMA_NAME = "store-attrs.schema.json"
 _TARGET_CHUNK_BYTES = 32 * 2**20
 #: Attribute a store carries while its arrays are being allocated.
 _CREATING = "actstats_creating"
@@ -103,15 +101,10 @@ def default_chunk_size(batch_size: int, row_bytes: int) -> int:
 def validate_attrs(attrs: dict[str, Any], where: str = "store") -> None:
     """Check ``attrs["actstats"]`` against ``schemas/store-attrs.schema.json``."""
     try:
-        jsonschema.validate(attrs, _schema())
+        validate_json(attrs, _SCHEMA_NAME)
     except jsonschema.ValidationError as exc:
         field = "/".join(str(p) for p in exc.absolute_path) or "(top)"
         raise ActstatsError(f"{where}: attrs field {field}: {exc.message}") from None
-
-
-@functools.cache
-def _schema() -> dict[str, Any]:
-    return json.loads(_SCHEMA.read_text())
 
 
 def resolve_location(location: str | os.PathLike) -> str:
