@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from actstats.errors import ActstatsError
 from actstats.io.store import (
+    LABEL_CHUNK_ROWS,
     create_store,
     default_chunk_size,
     open_store,
@@ -55,10 +56,20 @@ def test_create_write_open(tmp_path: Path) -> None:
     plain = zarr.open(str(tmp_path / "s.zarr"), mode="r")
     assert list(plain["images/path"][:]) == paths
     assert plain["images/label"].dtype == np.int32
+    assert plain["images/label"].chunks == (10,)  # written once: one chunk, not one per 4 rows
+    assert list(opened.labels()) == list(labels)
     ds = xr.open_zarr(tmp_path / "s.zarr", group="images", consolidated=False)
     assert ds["ok"].dims == ("image",) and int(ds["ok"].sum()) == 1
     with pytest.raises(ActstatsError, match="no layer 'conv'"):
         opened.acts("conv")
+
+
+def test_label_chunks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("actstats.io.store.LABEL_CHUNK_ROWS", 3)
+    labels = np.arange(10) % 2
+    store = create_store(tmp_path / "s.zarr", _attrs(), [f"{i}.png" for i in range(10)], labels)
+    assert store.group["images/label"].chunks == (3,) and LABEL_CHUNK_ROWS >= 2**16
+    assert list(open_store(tmp_path / "s.zarr").labels()) == list(labels)
 
 
 def test_refusals(tmp_path: Path) -> None:

@@ -236,6 +236,11 @@ def open_store(path: str | os.PathLike, *, mode: str = "r") -> ActivationStore:
     return ActivationStore(path, group, attrs)
 
 
+#: Rows per chunk of ``images/label``, written once when the store is created (unlike the
+#: per-chunk arrays that collect's tasks fill): a few large chunks instead of one per
+#: chunk of rows, which cost fit's plan 0.15 s of reads for 200k rows (391 chunks).
+LABEL_CHUNK_ROWS = 1 << 20
+
 #: Arrays every store has from the moment it is created.
 _REQUIRED_ARRAYS = ("images/label", "images/ok", "images/path", "images/done")
 
@@ -294,7 +299,7 @@ def _allocate(
     images.create_array(
         "label",
         shape=(n,),
-        chunks=(chunk,),
+        chunks=(max(1, min(n, LABEL_CHUNK_ROWS)),),
         dtype=np.int32,
         fill_value=-1,
         dimension_names=["image"],
