@@ -21,9 +21,11 @@ no statistics); ``suppress``, its ablations ``prior only`` / ``outliers only``;
 ``ancestral`` and ``ancestral-stats`` (its regularizers and target, no chain);
 ``code-prior`` (its statistics-free ablation, no clip box, is not a row yet);
 ``real`` (test crops not used as reference). Each number is a mean over ``--seeds`` seeds, with the
-standard deviation over seeds.
+standard deviation over seeds. The validation split samples with other seeds
+(:data:`VALIDATION_SEED0` on) than the test split (0 on): sampling never reads the real
+crops, so with shared seeds the judge's top-1 on validation would be the test's.
 
-Usage: ``python benchmarks/realism_imagenet.py [--split test] [--seeds 3] [--steps 64]
+Usage: ``python benchmarks/realism_imagenet.py [--split test] [--seeds 3] [--steps 200]
 [--rows simonyan,suppress] [--label NAME] [--cache DIR]``. Writes
 ``benchmarks/results/realism-imagenet-<label>.{json,md}`` and ``-grid.png``.
 """
@@ -48,6 +50,7 @@ from actstats import load
 from actstats.demo.photos import PHOTO_CLASSES, write_photo_folders
 from actstats.eval.metrics import diversity, kernel_inception_distance
 from actstats.eval.realism import pooled_features, to_inputs
+from actstats.net.names import imagenet_wnids
 from actstats.net.network import Network, load_network
 from actstats.pipeline.collect import collect
 from actstats.pipeline.fit import fit_store
@@ -61,6 +64,7 @@ LOGITS = "net._fc"
 JUDGE_FEATURES = "net._dropout"  # Lite0's globally pooled head (1280-D), the FID-style features
 COUNTS = (64, 16, 16)  # crops per class: fit, validation, test
 N_REAL = 3  # crops per class of the real row; the rest are the reference
+VALIDATION_SEED0 = 1000  # first seed of the validation split (the test split's is 0)
 
 _NO_STATS = {"prior_weight": 0.0, "suppress_weight": 0.0}
 _ANCESTRAL_REGS = {  # ancestral's loop knobs (regularizers, target weight), no chain
@@ -228,8 +232,9 @@ def measure_row(
     judge: Network,
     refs: dict[str, np.ndarray],
     real_div: dict[str, float],
-) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """Summary (mean ± sd over seeds) and per-class metrics (the seeds' images of a class).
+) -> tuple[dict[str, Any], dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """Summary (mean ± sd over seeds), per-class metrics (the seeds' images of a class)
+    and the judge's misses (which class it named instead, per seed and class).
 
     Per seed: judge top-1 / p and p(target) over the classes, and KID of the seed's
     images of every class against the pooled reference of every class. Per class:
@@ -237,10 +242,22 @@ def measure_row(
     """
     seeds = sorted(images)
     pooled_ref = np.concatenate([refs[c.name] for c in PHOTO_CLASSES])
-    per_seed = []
+    per_seed, misses = [], []
+    wnids = imagenet_wnids()
     for s in seeds:
         p, feats = judge_outputs(judge, np.stack(images[s]))
         idx = np.array([c.index for c in PHOTO_CLASSES])
+        misses += [
+            {
+                "seed": s,
+                "class": c.name,
+                "judge_says": wnids[int(p[k].argmax())],
+                "judge_p_says": float(p[k].max()),
+                "judge_p_class": float(p[k, c.index]),
+            }
+            for k, c in enumerate(PHOTO_CLASSES)
+            if p[k].argmax() != c.index
+        ]
         per_seed.append(
             {
                 "judge_top1": float(np.mean(p.argmax(1) == idx)),
@@ -258,7 +275,7 @@ def measure_row(
         "kid_per_class": float(np.mean([m["kid"] for m in by_class.values()])),
         "diversity_ratio": float(np.mean([m["diversity_ratio"] for m in by_class.values()])),
     }
-    return summary, by_class
+    return summary, by_class, misses
 
 
 def write_results(
@@ -283,6 +300,15 @@ def write_results(
         "",
         class_table(result["per_class"]),
         "",
+        "The judge's misses (seed, class: the class it named, its p; p of the true class):",
+        "",
+        *(
+            f"- {row}: seed {m['seed']}, {m['class']}: {m['judge_says']} "
+            f"({m['judge_p_says']:.2f}; true class {m['judge_p_class']:.2f})"
+            for row, ms in result["judge_misses"].items()
+            for m in ms
+        ),
+        "",
         *(f"- **{k}**: {v}" for k, v in DEFINITIONS.items()),
         "",
     ]
@@ -297,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default="test", choices=("validation", "test"))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=default_config("suppress").steps)
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument(
         "--classes", type=int, default=len(PHOTO_CLASSES), help="the first K photo classes"
@@ -314,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     models = load(models_path)
     network = load_network(NET, device="cpu")
     judge = load_network(JUDGE, device="cpu")
-    seeds = list(range(args.seeds))
+    seed0 = VALIDATION_SEED0 if args.split == "validation" else 0
+    seeds = list(range(seed0, seed0 + args.seeds))
 
     refs, real, real_div = {}, {}, {}
     for c in PHOTO_CLASSES:
@@ -331,15 +358,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ]
             for s in seeds
         }
-    summary, per_class = {}, {}
-    summary["real"], per_class["real"] = measure_row(real_images, real_probs, judge, refs, real_div)
+    summary, per_class, misses = {}, {}, {}
+    summary["real"], per_class["real"], misses["real"] = measure_row(
+        real_images, real_probs, judge, refs, real_div
+    )
     summary["real"]["seconds_per_sample"] = 0.0
     grid_rows: dict[str, list[np.ndarray]] = {}
     label = args.label or f"{args.split}-cpu"
     result: dict[str, Any] = {}
     for row in rows:
         images, probs, secs = run_row(row, models, network, seeds, args.steps)
-        summary[row], per_class[row] = measure_row(images, probs, judge, refs, real_div)
+        summary[row], per_class[row], misses[row] = measure_row(
+            images, probs, judge, refs, real_div
+        )
         summary[row]["seconds_per_sample"] = secs
         grid_rows[row] = images[seeds[0]]
         print(row, {k: round(v, 3) for k, v in summary[row].items()}, flush=True)
@@ -357,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "definitions": DEFINITIONS,
             "summary": summary,
             "per_class": per_class,
+            "judge_misses": misses,
         }
         # written after every row: a long run that is stopped keeps what it measured
         write_results(result, label, [real[c.name][0] for c in PHOTO_CLASSES], grid_rows)
