@@ -14,7 +14,8 @@ The path is the library's, as the CLI runs it: ``collect`` -> ``fit_store`` ->
 seed one batch of all classes' logits units is sampled; metrics per row and
 class (defined in ``DEFINITIONS``): judge top-1 and p(target), KID in the
 judge's pooled features against the held-out real crops, judge-feature
-diversity against the real crops', p(target) in Lite1 and seconds per sample.
+diversity against the real crops', memorization (nearest fit-split crop vs nearest held-out
+crop), p(target) in Lite1 and seconds per sample.
 Rows: ``simonyan``; ``simonyan+reg`` (suppress's regularizers, no statistics; the
 headline baseline); ``lucent`` (FFT-decorrelated parameterization, jitter, TV,
 no statistics); ``suppress``, its ablations ``prior only`` / ``outliers only``;
@@ -25,8 +26,12 @@ standard deviation over seeds. The validation split samples with other seeds
 (:data:`VALIDATION_SEED0` on) than the test split (0 on): sampling never reads the real
 crops, so with shared seeds the judge's top-1 on validation would be the test's.
 
+Choosing a default is done on the validation split with ``--try ROW:KEY=VALUE[,KEY=VALUE]``,
+which adds a row ``ROW KEY=VALUE`` -- ``ROW``'s method and overrides plus these (e.g.
+``--split validation --rows ancestral --try ancestral:target_weight=0.2``).
+
 Usage: ``python benchmarks/realism_imagenet.py [--split test] [--seeds 3] [--steps 200]
-[--rows simonyan,suppress] [--label NAME] [--cache DIR]``. Writes
+[--rows simonyan,suppress] [--try ROW:KEY=VALUE] [--label NAME] [--cache DIR]``. Writes
 ``benchmarks/results/realism-imagenet-<label>.{json,md}`` and ``-grid.png``.
 """
 
@@ -48,7 +53,7 @@ from PIL import Image
 
 from actstats import load
 from actstats.demo.photos import PHOTO_CLASSES, write_photo_folders
-from actstats.eval.metrics import diversity, kernel_inception_distance
+from actstats.eval.metrics import diversity, kernel_inception_distance, memorization
 from actstats.eval.realism import pooled_features, to_inputs
 from actstats.net.names import imagenet_wnids
 from actstats.net.network import Network, load_network
@@ -97,8 +102,34 @@ DEFINITIONS = {
     "diversity": "mean pairwise distance of Lite0 pooled features within a class",
     "diversity_ratio": "diversity / the real crops' diversity (same count per class)",
     "p_target": "Lite1's mean softmax probability of the class (the optimized network)",
+    "memorization": "per image, the judge-feature distance to the nearest fit-split crop (what "
+    "the statistics saw) over that to the nearest held-out crop (the larger set subsampled to "
+    "the smaller's size); median per class, mean over classes: ~0 copies, ~1 as new as real",
     "seconds_per_sample": "wall seconds of the batch / images in it",
 }
+
+
+def tried_row(spec: str) -> tuple[str, tuple[str, dict[str, Any]]]:
+    """``ROW:KEY=VALUE[,KEY=VALUE]`` -> (``"ROW KEY=VALUE ..."``, (method, overrides)).
+
+    Values are JSON (``0.2``, ``true``) or else strings (``fft``); keys are checked
+    against the method's config when the row is sampled.
+    """
+    base, sep, pairs = spec.partition(":")
+    if not sep or base not in ROWS or not pairs:
+        choices = ", ".join(ROWS)
+        raise ValueError(f"--try {spec!r}: expected ROW:KEY=VALUE with ROW one of {choices}")
+    method, overrides = ROWS[base]
+    extra = {}
+    for pair in pairs.split(","):
+        key, eq, text = pair.partition("=")
+        if not eq:
+            raise ValueError(f"--try {spec!r}: {pair!r} is not KEY=VALUE")
+        try:
+            extra[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            extra[key.strip()] = text
+    return f"{base} {pairs.replace(',', ' ')}", (method, {**overrides, **extra})
 
 
 # ------------------------------------------------------------------ data
@@ -130,9 +161,17 @@ def judge_outputs(judge: Network, images: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def class_metrics(
-    images: np.ndarray, index: int, judge: Network, reference: np.ndarray, real_div: float
+    images: np.ndarray,
+    index: int,
+    judge: Network,
+    reference: np.ndarray,
+    real_div: float,
+    fitted: np.ndarray,
 ) -> dict[str, float]:
-    """Judge top-1, p, KID vs ``reference`` features, diversity (and its ratio to real)."""
+    """Judge top-1, p, KID vs ``reference`` features, diversity (and its ratio to real),
+    and memorization: the median over images of the distance to the nearest ``fitted``
+    crop (the fit split, which the statistics saw) over that to the nearest reference
+    crop (never seen)."""
     probs, feats = judge_outputs(judge, images)
     div = diversity(feats) if len(images) > 1 else float("nan")
     return {
@@ -141,6 +180,7 @@ def class_metrics(
         "kid": kernel_inception_distance(feats, reference) if len(images) > 1 else float("nan"),
         "diversity": div,
         "diversity_ratio": div / real_div,
+        "memorization": float(np.median(memorization(feats, fitted, reference).ratio)),
     }
 
 
@@ -180,6 +220,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         "kid",
         "kid_per_class",
         "diversity_ratio",
+        "memorization",
         "p_target",
         "seconds_per_sample",
     )
@@ -190,6 +231,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         "KID (all classes)",
         "KID per class",
         "diversity / real",
+        "memorization",
         "p(target) Lite1",
         "s/sample",
     ]
@@ -232,6 +274,7 @@ def measure_row(
     judge: Network,
     refs: dict[str, np.ndarray],
     real_div: dict[str, float],
+    fitted: dict[str, np.ndarray],
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]], list[dict[str, Any]]]:
     """Summary (mean ± sd over seeds), per-class metrics (the seeds' images of a class)
     and the judge's misses (which class it named instead, per seed and class).
@@ -269,11 +312,12 @@ def measure_row(
     by_class = {}
     for k, c in enumerate(PHOTO_CLASSES):
         imgs = np.stack([images[s][k] for s in seeds])
-        m = class_metrics(imgs, c.index, judge, refs[c.name], real_div[c.name])
+        m = class_metrics(imgs, c.index, judge, refs[c.name], real_div[c.name], fitted[c.name])
         by_class[c.name] = m | {"p_target": float(np.mean([probs[s][k] for s in seeds]))}
     summary = summarize(per_seed) | {
         "kid_per_class": float(np.mean([m["kid"] for m in by_class.values()])),
         "diversity_ratio": float(np.mean([m["diversity_ratio"] for m in by_class.values()])),
+        "memorization": float(np.mean([m["memorization"] for m in by_class.values()])),
     }
     return summary, by_class, misses
 
@@ -328,10 +372,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--classes", type=int, default=len(PHOTO_CLASSES), help="the first K photo classes"
     )
+    parser.add_argument("--try", dest="tries", action="append", default=[], metavar="ROW:K=V")
     parser.add_argument("--label", default=None)
     parser.add_argument("--cache", default=os.environ.get("ACTSTATS_CACHE", "/tmp/actstats"))
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
+    for spec in args.tries:
+        try:
+            name, row = tried_row(spec)
+        except ValueError as exc:
+            parser.error(str(exc))
+        ROWS[name] = row
+        rows.append(name)
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         parser.error(f"--rows {unknown[0]}: choose from {', '.join(ROWS)}")
@@ -343,13 +395,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     seed0 = VALIDATION_SEED0 if args.split == "validation" else 0
     seeds = list(range(seed0, seed0 + args.seeds))
 
-    refs, real, real_div = {}, {}, {}
+    refs, real, real_div, fitted = {}, {}, {}, {}
     for c in PHOTO_CLASSES:
+        fitted[c.name] = judge_outputs(judge, real_crops(network, folders["fit"], c.wnid))[1]
         crops = real_crops(network, folders[args.split], c.wnid)
         real[c.name] = crops[: len(seeds)]  # as many real crops as samples per class
         refs[c.name] = judge_outputs(judge, crops[len(seeds) :])[1]
         real_div[c.name] = diversity(judge_outputs(judge, real[c.name])[1]) if seeds[1:] else 1.0
-    real_images = {s: [real[c.name][s] for c in PHOTO_CLASSES] for s in seeds}
+    real_images = {s: [real[c.name][k] for c in PHOTO_CLASSES] for k, s in enumerate(seeds)}
     with torch.inference_mode():
         real_probs = {
             s: [
@@ -360,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         }
     summary, per_class, misses = {}, {}, {}
     summary["real"], per_class["real"], misses["real"] = measure_row(
-        real_images, real_probs, judge, refs, real_div
+        real_images, real_probs, judge, refs, real_div, fitted
     )
     summary["real"]["seconds_per_sample"] = 0.0
     grid_rows: dict[str, list[np.ndarray]] = {}
@@ -369,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for row in rows:
         images, probs, secs = run_row(row, models, network, seeds, args.steps)
         summary[row], per_class[row], misses[row] = measure_row(
-            images, probs, judge, refs, real_div
+            images, probs, judge, refs, real_div, fitted
         )
         summary[row]["seconds_per_sample"] = secs
         grid_rows[row] = images[seeds[0]]
