@@ -57,6 +57,28 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
     assert lock_path("s3://bucket/x.zarr") is None
 
 
+def test_waiting_writer_runs_after_the_holder(tmp_path: Path) -> None:
+    """``wait=True`` (the demo cache) blocks until the holder leaves, then runs."""
+    target = tmp_path / "demo-v1"
+    order: list[str] = []
+    entered = threading.Event()
+
+    def waiter() -> None:
+        entered.set()
+        with writer_lock(target, "demo cache", wait=True):
+            order.append("waiter")
+
+    with writer_lock(target, "demo cache"):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        entered.wait()
+        thread.join(timeout=0.3)
+        assert thread.is_alive()  # still waiting for the lock this thread holds
+        order.append("holder")
+    thread.join(timeout=10)
+    assert order == ["holder", "waiter"]
+
+
 _HOLD = """
 import sys, time
 from actstats.io.locks import writer_lock

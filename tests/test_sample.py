@@ -15,12 +15,14 @@ import actstats
 import actstats.cli
 from actstats.demo.digits import DIGIT_NAMES
 from actstats.errors import ActstatsError
+from actstats.eval.realism import to_inputs
 from actstats.net.names import imagenet_wnids, parse_neuron
 from actstats.net.network import Network, ResolvedNeuron, load_network
 from actstats.pipeline.sample import sample_units
 from actstats.pipeline.session import Session, check_network, class_stats
 from actstats.synth.methods import default_config
 from actstats.synth.methods.ancestral import sample_chain
+from actstats.synth.objectives import reduce_torch
 
 LAYERS = ["conv2_1", "conv3_2", "fc6", "fc7", "fc8"]
 REDUCE = {"conv2_1": "mean", "conv3_2": "grid:2"}
@@ -96,7 +98,39 @@ def test_priors_give_more_likely_activations_than_simonyan(batches) -> None:
 def test_ancestral_reports_chain_match(batches) -> None:
     r = batches["ancestral"][0][0]
     assert set(r.chain_match) == set(LAYERS)
-    assert r.chain_match["fc8"] < 3.0  # within a few class standard deviations
+    # the layers below the unit stay within a few class sds of the sampled chain; the
+    # unit's own layer (fc8) is driven past its sampled value by the target (5 sds at
+    # target_weight 0.5, the default since the Lite1 validation runs; < 3 at 0.1)
+    below = {ly: v for ly, v in r.chain_match.items() if ly != "fc8"}
+    assert max(below.values()) < 3.0, r.chain_match
+
+
+def test_ancestral_outlier_suppression_pulls_units_to_the_class(models, digits_net) -> None:
+    """``suppress_weight`` adds the seed's outlier suppression to ancestral's inversion. At
+    threshold 0 every unit of the matched (shallow) layers is selected, so the term is a
+    pull to the class mean: the final images' mean |z| there must fall, and the unit
+    (not a matched layer) must still be reached."""
+    matched = ("conv2_1", "conv3_2")
+
+    def run(weight: float) -> tuple[float, float]:
+        cfg = default_config(
+            "ancestral", steps=60, suppress_weight=weight, suppress_every=5, suppress_threshold=0
+        )
+        (results,) = sample_units(models, digits_net, ["fc8:3"], "ancestral", 2, 0, config=cfg)
+        images = np.stack([r.image for r in results])
+        with torch.inference_mode():
+            acts = digits_net.activations(to_inputs(digits_net, images), list(matched))
+        model = models[DIGIT_NAMES[3]]
+        z = [
+            model[ly].unit_zscores(reduce_torch(acts[ly], REDUCE[ly]).double().numpy())
+            for ly in matched
+        ]
+        p = min(r.target_probability for r in results)
+        return float(np.mean(np.concatenate([np.abs(v).ravel() for v in z]))), p
+
+    (z_off, _), (z_on, p_on) = run(0.0), run(1.0)
+    assert z_on < 0.9 * z_off, (z_on, z_off)
+    assert p_on > 0.5, p_on
 
 
 def test_ancestral_chain_reproduces_conditional_moments(models, digits_net: Network) -> None:

@@ -37,6 +37,7 @@ from actstats.demo.digits import (
 from actstats.errors import ActstatsError
 from actstats.eval import realism
 from actstats.io.artifacts import read_samples
+from actstats.io.locks import writer_lock
 from actstats.io.paths import write_atomic
 from actstats.net.network import Network, load_network
 from actstats.pipeline.collect import collect
@@ -200,13 +201,20 @@ def prepare_assets(
     """Write the digit folders and train both networks once; later calls reuse the cache.
 
     Each piece is written under a temporary name and renamed when complete, so
-    an interrupted run never leaves a half-written asset that looks finished.
+    an interrupted run never leaves a half-written asset that looks finished; runs
+    started together (the realism benchmark's ``--jobs``) wait for the cache's lock
+    and find the pieces the first one wrote.
     """
     root = cache_dir(cache)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ActstatsError(f"cache {root}: cannot create it ({exc}); pass --cache DIR") from None
+    with writer_lock(root, "demo cache", wait=True):
+        return _prepare_locked(root, say)
+
+
+def _prepare_locked(root: Path, say: Callable[[str], None]) -> DemoAssets:
     for split, name in _SPLIT_FOLDERS.items():
         folder = root / name
         if not folder.is_dir():

@@ -50,11 +50,12 @@ def lock_path(target: str | os.PathLike) -> Path | None:
 
 
 @contextlib.contextmanager
-def writer_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
+def writer_lock(target: str | os.PathLike, what: str, *, wait: bool = False) -> Iterator[None]:
     """Hold the writer lock of ``target`` (``what`` names it in messages: "store").
 
     Creates the parent folder if needed. Raises :class:`ActstatsError` when
-    another process holds the lock, and on any OS error.
+    another process holds the lock (with ``wait``, blocks until it is released
+    instead: for caches that every run fills the same way), and on any OS error.
     """
     lock = lock_path(target)
     if lock is None or _HELD.get(lock) == threading.get_ident():
@@ -67,7 +68,7 @@ def writer_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
         raise os_error(exc, lock.parent) from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ActstatsError(
                 f"{what} {os.fspath(target)}: another writer holds it ({_holder(fd)}); "

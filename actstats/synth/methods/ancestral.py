@@ -7,7 +7,11 @@ target drives the unit. The pixels are fitted to the shallow part of the chain
 (``match_depth``) in a robust loss: on EfficientNet-Lite1 at 224 px, matching every
 sampled block (drawn from conditionals fitted on a few dozen images per class) kept
 p(class) at 0.13 and the judge at 1/5; the shallowest 60 %, robustly, reached 4/5
-(validation split, 64 steps).
+(validation split, 64 steps). The seed's outlier suppression runs on the matched
+layers too (``suppress_weight``), with the target at weight 0.5: on the same
+validation split (5 seeds, 200 steps) it took KID in the judge's features from 0.13
+to 0.003 at judge top-1 1.00 (suppression at target weight 0.1 reached KID -0.01 but
+top-1 0.76: the target lost to it).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from actstats.synth import objectives as obj
 from actstats.synth.jobs import ClassStats, Job, Synthesis, batch_rows, unit_std
 from actstats.synth.methods.base import RenderConfig, image_param, regularizers, target, transforms
 from actstats.synth.methods.registry import register
-from actstats.synth.priors import prior_layers, shallowest
+from actstats.synth.priors import outlier_suppression, prior_layers, shallowest
 from actstats.synth.render import Progress, RenderResult, render
 
 __all__ = ["AncestralConfig", "sample_chain", "synthesize_ancestral"]
@@ -41,7 +45,10 @@ class AncestralConfig(RenderConfig):
     ``match_depth``: the shallowest fraction of the chain's layers below the unit that
     the pixels are fitted to (the chain is still drawn top-down through all of them);
     the unit itself is driven by the target. ``robust``: match in ``log(1 + msd)``
-    (:func:`~actstats.synth.objectives.match_activations`).
+    (:func:`~actstats.synth.objectives.match_activations`). ``suppress_weight``: the
+    seed's outlier suppression on the matched layers as well (as ``suppress``: every
+    ``suppress_every`` steps, descend on the units beyond ``suppress_threshold``
+    class-model sds); 0 turns it off.
     """
 
     param: str = "auto"
@@ -52,11 +59,14 @@ class AncestralConfig(RenderConfig):
     rotate: float = 10.0
     blur_every: int = 4
     blur_sigma: float = 1 / 64
-    target_weight: float = 0.1
+    target_weight: float = 0.5
     layers: tuple[str, ...] | None = None
     quantile: float = 0.95
     match_depth: float = 0.6
     robust: bool = True
+    suppress_weight: float = 0.05
+    suppress_every: int = 10
+    suppress_threshold: float = 3.0
 
 
 def sample_chain(
@@ -236,4 +246,8 @@ def _inversion_objective(
         loss = loss + obj.match_activations(
             layer, chain[layer], reduction, unit_std(stats.models[layer]), robust=config.robust
         )
+        if config.suppress_weight and config.suppress_every > 0 and layer != job.neuron.layer:
+            loss = loss + config.suppress_weight * outlier_suppression(
+                stats, layer, config.suppress_threshold, config.suppress_every
+            )
     return loss
