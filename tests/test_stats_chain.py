@@ -206,3 +206,27 @@ def test_fixed_unit_is_pinned_exactly_by_matheron_update():
     draws = a_given.sample(0.7, n_samples=40000, random_state=0)
     np.testing.assert_allclose(draws.mean(0), (bases[0] + m[:, :3] @ basis_a.T)[0], atol=0.04)
     np.testing.assert_allclose(np.cov(draws.T), basis_a @ S[:3, :3] @ basis_a.T, atol=0.05)
+
+
+def test_joint_gaussian_is_the_empirical_covariance_plus_its_ridge():
+    """The fitted covariance is exactly np.cov (ddof 0) + 1e-6 * mean variance * I -- the
+    ridge's sign and size checked, not only positive definiteness."""
+    j = fit_joint_gaussian(moments_from_array(Y), ("a", "b"), IDENT)
+    C = np.cov(Y, rowvar=False, bias=True)
+    ridge = 1e-6 * np.trace(C) / len(C)
+    np.testing.assert_allclose(j.covariances_[0], C + ridge * np.eye(len(C)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(j.means_[0], Y.mean(axis=0), atol=1e-12)
+    assert j.n_samples_ == N
+
+
+def test_joint_mixture_records_its_row_count():
+    j = fit_joint_mixture(Y[:500], ("a", "b"), IDENT, 2, random_state=0)
+    assert j.n_samples_ == 500 and len(j.weights_) == 2
+
+
+def test_joint_model_basis_is_capped_by_the_row_count():
+    """With fewer rows than ``basis_dim``, each side keeps n - 1 directions (the rank of
+    its centred rows), never directions of zero variance."""
+    X = np.hstack([RNG.normal(size=(4, 6)), RNG.normal(size=(4, 5))])
+    joint = JointModel(n_features_a=6, basis_dim=8).fit(X)
+    assert joint.basis_a_.shape == (6, 3) and joint.basis_b_.shape == (5, 3)
