@@ -107,6 +107,7 @@ def test_composition_and_descriptions() -> None:
     assert (a + b).layers == {"fc3", obj.INPUT}
     assert a.description == "unit('fc3', 1)"
     assert "unit('fc3', 1) + l2()" in (a + b).description
+    assert (a + 0.0) is a and (0 + a) is a  # an off term (weight 0) adds nothing per step
     with pytest.raises(TypeError):
         a * b
 

@@ -86,6 +86,8 @@ class Objective:
             hook(acts, step)
 
     def __add__(self, other: Objective | float) -> Objective:
+        if isinstance(other, (int, float)) and other == 0:
+            return self  # a term that is off (weight 0) adds no work to each step
         if isinstance(other, (int, float)):
             return Objective(
                 lambda a: self(a) + other,

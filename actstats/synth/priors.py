@@ -133,12 +133,18 @@ def spread_prior(
 
 
 def outlier_suppression(
-    stats: ClassStats, layer: str, threshold: float, every: int
-) -> obj.Objective:
-    """The seed's method: every ``every`` steps, descend on the units of ``layer`` whose
-    activations are outliers (|z| > ``threshold``) under the class model."""
+    stats: ClassStats, layer: str, weight: float, threshold: float, every: int
+) -> obj.Objective | float:
+    """The seed's method, weighted: every ``every`` steps, descend on the units of
+    ``layer`` whose activations are outliers (|z| > ``threshold``) under the class model.
+
+    0.0 (no term) where it is off, ``weight`` 0 or ``every`` <= 0: the one rule for
+    ``suppress`` and ``ancestral`` alike.
+    """
+    if not weight or every <= 0:
+        return 0.0
     model = stats.models[layer]
-    return obj.outlier_suppression(
+    return weight * obj.outlier_suppression(
         layer,
         np.asarray(model.mean_),
         unit_std(model),

@@ -246,8 +246,12 @@ def _inversion_objective(
         loss = loss + obj.match_activations(
             layer, chain[layer], reduction, unit_std(stats.models[layer]), robust=config.robust
         )
-        if config.suppress_weight and config.suppress_every > 0 and layer != job.neuron.layer:
-            loss = loss + config.suppress_weight * outlier_suppression(
-                stats, layer, config.suppress_threshold, config.suppress_every
+        if layer != job.neuron.layer:  # the unit's own layer is the target's
+            loss = loss + outlier_suppression(
+                stats,
+                layer,
+                config.suppress_weight,
+                config.suppress_threshold,
+                config.suppress_every,
             )
     return loss

@@ -95,10 +95,13 @@ def suppress_objective(
             )
         elif config.prior_weight:
             loss = loss + config.prior_weight * layer_prior(job.stats, layer, dof=config.prior_dof)
-        if config.suppress_weight and config.suppress_every > 0:
-            loss = loss + config.suppress_weight * outlier_suppression(
-                job.stats, layer, config.suppress_threshold, config.suppress_every
-            )
+        loss = loss + outlier_suppression(
+            job.stats,
+            layer,
+            config.suppress_weight,
+            config.suppress_threshold,
+            config.suppress_every,
+        )
     return loss
 
 
