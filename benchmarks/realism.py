@@ -108,7 +108,7 @@ COLUMNS = (
 )
 
 
-def _value(text: str) -> Any:
+def field_value(text: str) -> Any:
     """A variant's field value: int, float, true/false, else the string (``param=fft``)."""
     if text in ("true", "false"):
         return text == "true"
@@ -126,7 +126,7 @@ def parse_variant(text: str) -> tuple[str, tuple[str, dict[str, Any]]]:
     overrides = {}
     for item in filter(None, fields.split(",")):
         key, value = item.split("=")
-        overrides[key] = _value(value)
+        overrides[key] = field_value(value)
     return name, (recipe, overrides)
 
 

@@ -42,6 +42,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,9 @@ from actstats.pipeline.collect import collect
 from actstats.pipeline.fit import fit_store
 from actstats.pipeline.sample import sample_units
 from actstats.synth import RenderConfig, default_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from realism import field_value  # the digits benchmark's --variant field parser
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NET = "actstats.net.efficientnet_lite:lite1"
@@ -112,8 +116,9 @@ DEFINITIONS = {
 def tried_row(spec: str) -> tuple[str, tuple[str, dict[str, Any]]]:
     """``ROW:KEY=VALUE[,KEY=VALUE]`` -> (``"ROW KEY=VALUE ..."``, (method, overrides)).
 
-    Values are JSON (``0.2``, ``true``) or else strings (``fft``); keys are checked
-    against the method's config when the row is sampled.
+    Values are parsed as the digits benchmark's ``--variant`` fields are
+    (:func:`realism.field_value`: int, float, true/false, else the string ``fft``);
+    keys are checked against the method's config when the row is sampled.
     """
     base, sep, pairs = spec.partition(":")
     if not sep or base not in ROWS or not pairs:
@@ -125,10 +130,7 @@ def tried_row(spec: str) -> tuple[str, tuple[str, dict[str, Any]]]:
         key, eq, text = pair.partition("=")
         if not eq:
             raise ValueError(f"--try {spec!r}: {pair!r} is not KEY=VALUE")
-        try:
-            extra[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            extra[key.strip()] = text
+        extra[key.strip()] = field_value(text)
     return f"{base} {pairs.replace(',', ' ')}", (method, {**overrides, **extra})
 
 
