@@ -8,6 +8,9 @@ the real network with its default layers and that ``suppress`` beats
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +29,9 @@ from actstats.pipeline.collect import collect
 from actstats.pipeline.fit import fit_store
 from actstats.pipeline.sample import sample_units
 from actstats.synth import default_config
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+from realism_imagenet import tried_row
 
 CLASSES = PHOTO_CLASSES[:2]  # Egyptian cat, espresso
 
@@ -77,3 +83,15 @@ def test_suppress_beats_simonyan_on_the_judge(tmp_path) -> None:
 
     base, ours = judge_p("simonyan"), judge_p("suppress")
     assert ours > base + 0.2, (ours, base)
+
+
+def test_tried_rows_extend_a_row_and_refuse_bad_specs() -> None:
+    """``--try ROW:KEY=VALUE`` (choosing defaults on the validation split)."""
+    name, (method, overrides) = tried_row("lucent:tv_weight=1,flip=true,param=pixel")
+    assert name == "lucent tv_weight=1 flip=true param=pixel" and method == "simonyan"
+    assert overrides["tv_weight"] == 1 and overrides["flip"] is True
+    assert overrides["param"] == "pixel" and overrides["lr"] == 0.05  # lucent's own stay
+    with pytest.raises(ValueError, match=r"--try 'nope:x=1': expected ROW:KEY=VALUE .*lucent"):
+        tried_row("nope:x=1")
+    with pytest.raises(ValueError, match=r"'x' is not KEY=VALUE"):
+        tried_row("lucent:x")
