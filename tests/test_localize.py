@@ -8,14 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 import actstats.cli
 from actstats.demo.digits import DIGIT_NAMES, digit_scenes
 from actstats.errors import ActstatsError
-from actstats.explain.localize import localize, seed_masks
+from actstats.eval.realism import to_inputs
+from actstats.explain.localize import localize, localize_in_windows, seed_masks
 from actstats.explain.saliency import saliency_map
+from actstats.explain.search import crop_window, ranked_windows, square_windows
 from actstats.net.names import parse_neuron
 from actstats.net.network import Network
 from actstats.pipeline.explain import load_input
@@ -56,6 +59,46 @@ def test_digits_boxes_overlap_ink(digits_root: Path, digits_net: Network) -> Non
     print("digits box IoU", np.round(values, 2), "mean", np.mean(values))
     assert all(v > 0 for v in values)
     assert np.mean(values) > 0.3
+
+
+def test_windows_saliency_is_weighed_per_pixel_not_by_gradient_scale() -> None:
+    """Two crops: one on the object with a map peaked there, one on clutter whose gradient is
+    1000x larger everywhere. Scaled to unit mean, the clutter crop's flat map seeds nothing;
+    pixels outside both windows are background, so the box is the object's."""
+    rng = np.random.RandomState(1)
+    image = 0.2 + 0.05 * rng.rand(48, 48, 3)
+    image[10:30, 8:24] = [0.9, 0.8, 0.2] + 0.05 * rng.rand(20, 16, 3)
+    image[34:46, 30:46] = [0.2, 0.3, 0.9]  # a second object no window covers
+    on_object = rng.rand(32, 32) * 0.1
+    on_object[8:24, 8:20] += 1.0  # crop (4, 6)-(36, 38) at scale 1: the object's middle
+    clutter = 1000.0 * (1.0 + 0.01 * rng.rand(16, 16))
+    loc = localize_in_windows(
+        image, [on_object, clutter], [(4, 6, 36, 38), (24, 0, 48, 24)], [1.0, 1.0]
+    )
+    assert iou(loc.box, (8, 10, 24, 30)) > 0.75
+    assert not loc.foreground_seeds[34:46, 30:46].any()
+    assert loc.background_seeds[40:, :].all()  # outside every window
+    with pytest.raises(ActstatsError, match="one of each per window"):
+        localize_in_windows(image, [on_object], [(4, 6, 36, 38)], [1.0, 0.5])
+
+
+def test_ranked_windows_match_a_direct_loop(digits_net: Network) -> None:
+    """Every window of the grid, each scored by its own crop's class log-probability, best
+    first -- the same numbers a loop over single crops gives."""
+    scene = digit_scenes(np.full((1, 32, 32, 3), 200, np.uint8), seed=2)[0][0]
+    x = to_inputs(digits_net, scene[None])
+    neuron = digits_net.resolve_neuron(parse_neuron("fc8:3"))
+    ranked = ranked_windows(digits_net, x, neuron, min_side=0.75, stride=4)
+    expected = square_windows(32, 32, range(24, 33, 4), 4)
+    assert sorted(w for w, _ in ranked) == sorted(expected)
+    scores = [s for _, s in ranked]
+    assert scores == sorted(scores, reverse=True)
+    with torch.no_grad():
+        for window, score in ranked[:: max(1, len(ranked) // 5)]:
+            logits = digits_net.activations(crop_window(x, window), ["fc8"])["fc8"]
+            assert score == pytest.approx(float(torch.log_softmax(logits, 1)[0, 3]), abs=1e-5)
+    with pytest.raises(ActstatsError, match="stride"):
+        ranked_windows(digits_net, x, neuron, stride=0)
 
 
 def test_localize_errors() -> None:
@@ -130,3 +173,27 @@ def test_pasted_digits_window_search_beats_both_baselines(
     assert means["whole frame"] == pytest.approx(
         np.mean([(b[2] - b[0]) * (b[3] - b[1]) / 32**2 for b in boxes])
     )
+
+
+def test_cli_localize_by_window_search(
+    digits_root: Path, digits_network_args: list[str], tmp_path: Path
+) -> None:
+    """``--windows 10`` on a digit pasted onto a photograph: the mask is on the ink, the
+    box is inside the frame and says how it was found; a negative count is refused."""
+    digit = np.asarray(Image.open(sorted((digits_root / "seven").glob("*.png"))[0]).convert("RGB"))
+    scenes, boxes = digit_scenes(digit[None], seed=4)
+    Image.fromarray(scenes[0]).save(tmp_path / "scene.png")
+    args = ["localize", str(tmp_path / "scene.png"), "--neuron", "fc8:7", *digits_network_args]
+    result = runner.invoke(actstats.cli.app, [*args, "--windows", "10", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "o" / "box.json").read_text())
+    assert record["windows"] == 10
+    mask = np.asarray(Image.open(tmp_path / "o" / "mask.png")) > 127
+    x0, y0, x1, y1 = boxes[0]
+    truth = np.zeros_like(mask)
+    truth[y0:y1, x0:x1] = True
+    assert truth[mask].mean() > 2 * truth.mean()  # the mask sits on the ink's box
+    bad = runner.invoke(actstats.cli.app, [*args, "--windows", "-1", "-o", str(tmp_path / "b")])
+    assert bad.exit_code != 0
+    assert "--windows -1" in bad.output
+    assert not (tmp_path / "b").exists()

@@ -54,6 +54,7 @@ RANGES: dict[str, Range] = {
     "lr": Range(0.0, 1e3, integer=False, lo_open=True),
     "prior_weight": Range(0.0, 1e6, integer=False),
     "smoothgrad": Range(0, 10_000),
+    "windows": Range(0, 10_000),
     "octaves": Range(1, 16),
     "n_real": Range(0, 10_000),
     "input_size": Range(8, 8192),

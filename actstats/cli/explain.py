@@ -75,10 +75,16 @@ def localize_command(
     fitted: Path | None = FITTED,
     old_fitted: Path | None = OLD_FITTED,
     smoothgrad: int = _SMOOTHGRAD,
+    windows: int = typer.Option(
+        0,
+        "--windows",
+        help="Seed from the saliency of the N crops the network classifies best (0: the "
+        "whole frame). Try 10 for a small object in a cluttered frame.",
+    ),
     device: str = _DEVICE,
 ) -> None:
     """Box the object a neuron responds to: saliency seeds + GraphCut colour segmentation."""
-    check_options(smoothgrad=smoothgrad)
+    check_options(smoothgrad=smoothgrad, windows=windows)
     out = run_localize(
         image,
         neuron,
@@ -87,6 +93,7 @@ def localize_command(
         weights=weights,
         fitted=renamed(fitted, old_fitted, "--fitted", "--models"),
         smoothgrad=smoothgrad,
+        windows=windows,
         device=device,
     )
     files = ", ".join(str(out / f) for f in ("overlay.png", "mask.png", "box.json", "saliency.npy"))

@@ -18,6 +18,7 @@ Pure arrays in, arrays out: no files, no network.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import maxflow
@@ -27,7 +28,7 @@ from sklearn.mixture import GaussianMixture
 
 from actstats.errors import ActstatsError
 
-__all__ = ["Localization", "graphcut_segment", "localize", "localize_in_window", "seed_masks"]
+__all__ = ["Localization", "graphcut_segment", "localize", "localize_in_windows", "seed_masks"]
 
 _RIGHT = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
 _DOWN = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]])
@@ -186,33 +187,44 @@ def _largest_box(segmentation: np.ndarray, fg: np.ndarray, bg: np.ndarray) -> Lo
     return Localization(box, mask, segmentation, fg, bg)
 
 
-def localize_in_window(
+def localize_in_windows(
     image: np.ndarray,
-    saliency: np.ndarray,
-    window: tuple[int, int, int, int],
+    saliencies: Sequence[np.ndarray],
+    windows: Sequence[tuple[int, int, int, int]],
+    weights: Sequence[float],
     *,
     foreground: float = 0.90,
     background: float = 0.30,
     gamma: float = 2.0,
     seed: int = 0,
 ) -> Localization:
-    """:func:`localize` inside ``window``: every pixel outside it is a background seed.
+    """:func:`localize` seeded by saliency maps of crops: pixels outside every window are
+    background seeds.
 
-    ``saliency`` is the map of the window's crop (any size; resized to the window),
-    e.g. from :func:`actstats.explain.search.best_window`'s crop, where the network
-    sees the object; inside the window its ``foreground``/``background`` quantiles
-    seed the GraphCut over the whole ``image``.
+    ``saliencies[i]`` is the map of the crop ``windows[i]`` (any size; resized to the
+    window), e.g. from the best crops of :func:`actstats.explain.search.ranked_windows`,
+    where the network sees the object. Each map is scaled to unit mean, so a crop whose
+    gradient is large everywhere does not drown the others, resized into its window and
+    added with its weight; inside the windows' union the sum's ``foreground``/``background``
+    quantiles seed the GraphCut over the whole ``image``.
     """
-    x0, y0, x1, y1 = window
+    if not len(saliencies) == len(windows) == len(weights) or not windows:
+        raise ActstatsError(
+            f"{len(saliencies)} saliency maps, {len(windows)} windows, {len(weights)} weights: "
+            "need one of each per window, at least one"
+        )
     h, w = image.shape[:2]
-    sal = np.asarray(saliency, dtype=np.float64)
-    zoom = ((y1 - y0) / sal.shape[0], (x1 - x0) / sal.shape[1])
-    inner = ndimage.zoom(sal, zoom, order=1)[: y1 - y0, : x1 - x0]
-    full = np.zeros((h, w))
-    full[y0 : y0 + inner.shape[0], x0 : x0 + inner.shape[1]] = inner
+    total = np.zeros((h, w))
     inside = np.zeros((h, w), bool)
-    inside[y0:y1, x0:x1] = True
-    fg_in, bg_in = seed_masks(full[inside].reshape(-1, 1), foreground, background)
+    for sal, (x0, y0, x1, y1), weight in zip(saliencies, windows, weights, strict=True):
+        sal = np.abs(np.asarray(sal, dtype=np.float64))
+        mean = sal.mean()
+        zoom = ((y1 - y0) / sal.shape[0], (x1 - x0) / sal.shape[1])
+        inner = ndimage.zoom(sal / mean if mean > 0 else sal, zoom, order=1)
+        inner = inner[: y1 - y0, : x1 - x0]
+        total[y0 : y0 + inner.shape[0], x0 : x0 + inner.shape[1]] += weight * inner
+        inside[y0:y1, x0:x1] = True
+    fg_in, bg_in = seed_masks(total[inside].reshape(-1, 1), foreground, background)
     fg, bg = np.zeros((h, w), bool), ~inside
     fg[inside], bg[inside] = fg_in[:, 0], bg_in[:, 0]
     segmentation = graphcut_segment(np.asarray(image), fg, bg, gamma=gamma, seed=seed)

@@ -21,6 +21,7 @@ from PIL import Image
 from actstats.errors import ActstatsError
 from actstats.explain.localize import localize
 from actstats.explain.saliency import clip_percentile, saliency_map
+from actstats.explain.search import localize_by_search
 from actstats.io.data import BadImageError, load_image
 from actstats.net.names import parse_neuron
 from actstats.net.network import Network, load_network
@@ -138,21 +139,36 @@ def run_localize(
     weights: str | None = None,
     fitted: str | Path | None = None,
     smoothgrad: int = 0,
+    windows: int = 0,
     device: str = "auto",
 ) -> Path:
-    """Write ``mask.png``, ``box.json``, ``overlay.png`` and ``saliency.npy`` into ``output``."""
+    """Write ``mask.png``, ``box.json``, ``overlay.png`` and ``saliency.npy`` into ``output``.
+
+    ``windows`` 0 seeds the GraphCut with the whole frame's saliency (Simonyan et al.);
+    N > 0 with the saliency of the N crops the network classifies best
+    (:func:`actstats.explain.search.localize_by_search`), for objects that fill a small
+    part of a cluttered frame. ``saliency.npy`` is the whole frame's map either way.
+    """
     net, _ = open_network(network, weights, fitted, device)
     inputs = load_input(net, image)
     resolved = net.resolve_neuron(parse_neuron(neuron))
     sal = saliency_map(net, inputs, resolved, smoothgrad=smoothgrad)[0].numpy()
     rgb = net.preprocessing.to_uint8(inputs)[0]
-    loc = localize(rgb.astype(np.float64) / 255.0, sal)
+    picture = rgb.astype(np.float64) / 255.0
+    loc = (
+        localize_by_search(net, inputs, picture, resolved, windows=windows, smoothgrad=smoothgrad)
+        if windows
+        else localize(picture, sal)
+    )
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "saliency.npy", sal)
     Image.fromarray((loc.mask * 255).astype(np.uint8)).save(out / "mask.png")
     (out / "box.json").write_text(
-        json.dumps({"image": str(image), "neuron": str(resolved), **loc.to_json()}, indent=1)
+        json.dumps(
+            {"image": str(image), "neuron": str(resolved), "windows": windows, **loc.to_json()},
+            indent=1,
+        )
     )
     plt = _figure()
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.9))
