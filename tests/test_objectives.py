@@ -124,6 +124,38 @@ def test_gaussian_prior_is_the_scipy_nll() -> None:
     np.testing.assert_allclose(per_unit({"fc": torch.as_tensor(X[:5])}).numpy(), ref / 4)
 
 
+@pytest.mark.parametrize("cov", ["diag", "lowrank:2"])
+def test_gaussian_prior_is_the_scipy_nll_for_diagonal_and_low_rank_factors(cov: str) -> None:
+    """The factored distances (``diag``; low rank: ``diag`` minus a Woodbury term) are
+    the Gaussian NLL of the model's own covariance."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))
+    g = GaussianLayerModel(cov=cov).fit(X)
+    prior = obj.gaussian_prior("fc", g.quadratic_factors(), per_unit=False)
+    got = prior({"fc": torch.as_tensor(X[:6])}).numpy()
+    ref = -multivariate_normal(g.mean_, g.get_covariance()).logpdf(X[:6])
+    np.testing.assert_allclose(got, ref, rtol=1e-8)
+
+
+def test_priors_compute_in_the_activations_dtype_and_device() -> None:
+    """A float32 (or float64) batch gets a loss of its own dtype, close to the float64
+    reference; on the ``meta`` device (shapes only, no data) every cached tensor is
+    made on the activations' device, or adding them would fail."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 4)) @ rng.normal(size=(4, 4))
+    g = GaussianLayerModel(cov="lowrank:2").fit(X)
+    prior = obj.gaussian_prior("fc", g.quadratic_factors())
+    ref = prior({"fc": torch.as_tensor(X[:3])})
+    assert ref.dtype == torch.float64
+    got = prior({"fc": torch.as_tensor(X[:3], dtype=torch.float32)})
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-4)
+    meta = {"fc": torch.empty(3, 4, device="meta")}
+    assert prior(meta).device.type == "meta"
+    term = obj.outlier_suppression("fc", np.zeros(4), np.ones(4), lambda Z: np.abs(Z) > 1)
+    assert term(meta).device.type == "meta"  # nothing selected yet: zeros on the device
+
+
 def test_gaussian_prior_with_row_means_and_scaled_covariance() -> None:
     rng = np.random.default_rng(1)
     X = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 3))
@@ -193,6 +225,21 @@ def test_by_rows_applies_each_objective_to_its_rows() -> None:
     acts = {"fc3": torch.arange(10.0).reshape(2, 5)}
     both = obj.by_rows([obj.unit("fc3", 0), obj.unit("fc3", 4)], [1, 1])
     assert both(acts).tolist() == [0.0, 9.0]
+
+
+def test_by_rows_refreshes_each_objective_on_its_own_rows() -> None:
+    """Outlier selection inside a batched run: ``update`` on the combined objective
+    re-selects each part's outliers from its own rows only."""
+    parts = [
+        obj.outlier_suppression("fc", np.zeros(2), np.ones(2), lambda Z: np.abs(Z) > 3, every=1)
+        for _ in range(2)
+    ]
+    both = obj.by_rows(parts, [1, 2])
+    x = torch.tensor([[5.0, 0.0], [0.0, 4.0], [1.0, 1.0]])
+    assert both({"fc": x}).tolist() == [0.0, 0.0, 0.0]  # nothing selected before a refresh
+    both.update({"fc": x}, 0)
+    assert both({"fc": x}).tolist() == [12.5, 8.0, 0.0]
+    assert both.description == " | ".join(p.description for p in parts)
 
 
 #: Every objective term that ``objectives_for`` builds (also gradient-checked in test_gradcheck).

@@ -114,3 +114,33 @@ def test_selection_refreshes_exactly_every_few_steps(setup) -> None:
     assert not np.allclose(
         _direct(reference, probe, stream[0]), _direct(reference, probe, stream[5])
     )
+
+
+def test_unrecorded_reduction_reads_the_layer_whole(setup) -> None:
+    """A model file that recorded no reduction for a layer (older files) is read as
+    ``full``: outlier suppression then sees the same units of a conv layer as with
+    ``full`` named."""
+    from actstats.synth.priors import outlier_suppression
+
+    net, _, _ = setup
+    model = GaussianLayerModel(cov="diag").fit(real_rows(net, "pool1", "full"))
+    unrecorded = ClassStats("c", {"pool1": model}, {}, ["pool1"])
+    named = ClassStats("c", {"pool1": model}, {"pool1": "full"}, ["pool1"])
+    acts = _acts(net, 5)
+    terms = [outlier_suppression(s, "pool1", 1.0, THRESHOLD, EVERY) for s in (unrecorded, named)]
+    for term in terms:
+        term.update(acts, 0)
+    values = [term(acts) for term in terms]
+    assert values[0].sum() > 0
+    torch.testing.assert_close(values[0], values[1])
+
+
+def test_prior_depth_outside_zero_one_names_the_option(setup) -> None:
+    from actstats.errors import ActstatsError
+    from actstats.synth.priors import prior_layers
+
+    net, stats, _ = setup
+    job = Job(net.resolve_neuron(parse_neuron("fc3:2")), stats, 1)
+    assert prior_layers(net, job, None, 0.5) == ["pool1"]
+    with pytest.raises(ActstatsError, match=r"prior_depth 0.0: use 0 < prior_depth <= 1"):
+        prior_layers(net, job, None, 0.0)
