@@ -178,16 +178,16 @@ def test_pasted_digits_window_search_beats_both_baselines(
 def test_cli_localize_by_window_search(
     digits_root: Path, digits_network_args: list[str], tmp_path: Path
 ) -> None:
-    """``--windows 10`` on a digit pasted onto a photograph: the mask is on the ink, the
-    box is inside the frame and says how it was found; a negative count is refused."""
+    """``--windows 20`` on a digit pasted onto a photograph: the mask is on the ink, the
+    box says how it was found (input x gradient by default); a negative count is refused."""
     digit = np.asarray(Image.open(sorted((digits_root / "seven").glob("*.png"))[0]).convert("RGB"))
     scenes, boxes = digit_scenes(digit[None], seed=4)
     Image.fromarray(scenes[0]).save(tmp_path / "scene.png")
     args = ["localize", str(tmp_path / "scene.png"), "--neuron", "fc8:7", *digits_network_args]
-    result = runner.invoke(actstats.cli.app, [*args, "--windows", "10", "-o", str(tmp_path / "o")])
+    result = runner.invoke(actstats.cli.app, [*args, "--windows", "20", "-o", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "o" / "box.json").read_text())
-    assert record["windows"] == 10
+    assert (record["windows"], record["kind"]) == (20, "input-gradient")
     mask = np.asarray(Image.open(tmp_path / "o" / "mask.png")) > 127
     x0, y0, x1, y1 = boxes[0]
     truth = np.zeros_like(mask)

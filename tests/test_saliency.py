@@ -57,12 +57,29 @@ def test_smoothgrad_is_seeded_and_differs(digits_root: Path, digits_net: Network
     assert torch.equal(a, b) and not torch.allclose(a, plain)
 
 
+def test_input_gradient_is_relu_of_input_times_gradient(
+    digits_root: Path, digits_net: Network
+) -> None:
+    """``kind="input-gradient"`` is relu(sum_c x_c dS/dx_c) by a direct autograd call on
+    the module, a map of its own (not |gradient| rescaled)."""
+    for x, label in _images(digits_root, digits_net)[:4]:
+        neuron = digits_net.resolve_neuron(parse_neuron(f"fc8:{label}"))
+        got = saliency_map(digits_net, x, neuron, kind="input-gradient")[0]
+        leaf = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(digits_net.module(leaf)[0, label], leaf)
+        torch.testing.assert_close(got, torch.relu((grad * x).sum(1))[0], rtol=1e-4, atol=1e-7)
+        plain = saliency_map(digits_net, x, neuron)[0]
+        assert (got == 0).any() and np.corrcoef(got.flatten(), plain.flatten())[0, 1] < 0.99
+
+
 def test_saliency_errors(digits_net: Network) -> None:
     neuron = digits_net.resolve_neuron(parse_neuron("fc8:1"))
     with pytest.raises(ActstatsError, match="smoothgrad"):
         saliency_map(digits_net, torch.zeros(1, 3, 32, 32), neuron, smoothgrad=-1)
     with pytest.raises(ActstatsError, match=r"expected \(N, 3, H, W\)"):
         saliency_map(digits_net, torch.zeros(3, 32, 32), neuron)
+    with pytest.raises(ActstatsError, match="--kind 'hessian': use one of gradient, input-grad"):
+        saliency_map(digits_net, torch.zeros(1, 3, 32, 32), neuron, kind="hessian")
 
 
 def test_cli_saliency(digits_root: Path, digits_network_args: list[str], tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ _CLASS = typer.Option(
 _IMAGE = typer.Argument(..., help="Image file.")
 _NEURON = typer.Option(..., "--neuron", help="LAYER:INDEX, LAYER:INDEX@Y,X or LAYER:CLASSNAME.")
 _SMOOTHGRAD = typer.Option(0, "--smoothgrad", help="Average over N noisy copies (0: plain).")
+_KIND_HELP = "Map: gradient (Simonyan's max_c |dS/dI|) or input-gradient (evidence for the unit)."
 
 
 @app.command("saliency")
@@ -44,6 +45,7 @@ def saliency_command(
         99.0, "--percentile", help="Clip the heat map at this percentile of the map."
     ),
     overlay: bool = typer.Option(False, "--overlay", help="Add the map over the image."),
+    kind: str = typer.Option("gradient", "--kind", help=_KIND_HELP),
     device: str = _DEVICE,
 ) -> None:
     """Image-specific saliency max_c |dS/dI| of a neuron (Simonyan et al. 2014, Fig. 2)."""
@@ -58,6 +60,7 @@ def saliency_command(
         smoothgrad=smoothgrad,
         percentile=percentile,
         overlay=overlay,
+        kind=kind,
         device=device,
     )
     console.print(f"wrote {png} (image | heat map) and {npy} (raw map)", markup=False)
@@ -79,7 +82,10 @@ def localize_command(
         0,
         "--windows",
         help="Seed from the saliency of the N crops the network classifies best (0: the "
-        "whole frame). Try 10 for a small object in a cluttered frame.",
+        "whole frame). Try 20 for a small object in a cluttered frame.",
+    ),
+    kind: str | None = typer.Option(
+        None, "--kind", help=_KIND_HELP + " Default: gradient, input-gradient with --windows."
     ),
     device: str = _DEVICE,
 ) -> None:
@@ -94,6 +100,7 @@ def localize_command(
         fitted=renamed(fitted, old_fitted, "--fitted", "--models"),
         smoothgrad=smoothgrad,
         windows=windows,
+        kind=kind,
         device=device,
     )
     files = ", ".join(str(out / f) for f in ("overlay.png", "mask.png", "box.json", "saliency.npy"))

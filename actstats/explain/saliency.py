@@ -20,7 +20,15 @@ from actstats.errors import ActstatsError
 from actstats.net.network import Network, ResolvedNeuron
 from actstats.net.reduce import unit_value
 
-__all__ = ["clip_percentile", "saliency_map", "unit_gradient"]
+__all__ = ["SALIENCY_KINDS", "clip_percentile", "saliency_map", "unit_gradient"]
+
+#: What a map shows per pixel: ``gradient``, Simonyan et al.'s ``max_c |dS/dI_c|`` (where
+#: the score is sensitive, either way); ``input-gradient``, the positive part of
+#: ``sum_c I_c dS/dI_c`` with ``I`` the normalized input (input x gradient, Shrikumar et
+#: al. 2016, against the normalization's mean colour): the pixels whose departure from
+#: that mean raises the score to first order. It seeds the window-search localizer
+#: (:func:`actstats.explain.search.localize_by_search`), where it measured better.
+SALIENCY_KINDS = ("gradient", "input-gradient")
 
 
 def clip_percentile(saliency: np.ndarray, percentile: float = 99.0) -> np.ndarray:
@@ -67,8 +75,10 @@ def saliency_map(
     smoothgrad: int = 0,
     noise: float = 0.15,
     seed: int = 0,
+    kind: str = "gradient",
 ) -> torch.Tensor:
-    """Saliency ``max_c |dS/dI|`` per pixel, shape (N, H, W), on the CPU.
+    """Saliency ``max_c |dS/dI|`` per pixel (``kind`` ``input-gradient``: the positive
+    part of ``sum_c I_c dS/dI_c``; see :data:`SALIENCY_KINDS`), shape (N, H, W), on the CPU.
 
     Parameters
     ----------
@@ -85,6 +95,8 @@ def saliency_map(
         (0.1-0.2 in the paper).
     seed : int
         Seeds the SmoothGrad noise.
+    kind : str
+        One of :data:`SALIENCY_KINDS`.
     """
     if inputs.dim() != 4 or inputs.shape[1] != 3:
         raise ActstatsError(
@@ -92,6 +104,8 @@ def saliency_map(
         )
     if smoothgrad < 0:
         raise ActstatsError(f"--smoothgrad {smoothgrad}: must be >= 0 (0 = plain gradient)")
+    if kind not in SALIENCY_KINDS:
+        raise ActstatsError(f"--kind {kind!r}: use one of {', '.join(SALIENCY_KINDS)}")
     if smoothgrad == 0:
         grad = unit_gradient(network, inputs, neuron)
     else:
@@ -102,4 +116,6 @@ def saliency_map(
             eps = torch.randn(inputs.shape, generator=generator) * noise * span
             grad += unit_gradient(network, inputs + eps, neuron)
         grad /= smoothgrad
+    if kind == "input-gradient":
+        return torch.relu((grad * inputs.to(grad.device)).sum(1)).detach().cpu()
     return grad.abs().amax(1).detach().cpu()

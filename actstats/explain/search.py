@@ -10,7 +10,9 @@ network's input -- ranks the windows by how well the network sees the class ther
 does see the object, mapped back into the frame and weighted by the windows' class
 probabilities, seeds the segmentation (:func:`actstats.explain.localize.localize_in_windows`):
 one window's map is as blotchy as any gradient map; several overlapping windows agree
-on the object and disagree on the clutter.
+on the object and disagree on the clutter. The map is input x gradient by default:
+on the digits benchmark's validation scenes |gradient| seeds gave boxes 4.4 px too wide
+on average (3.3 px with input x gradient) and a mean IoU of 0.66 against 0.72.
 """
 
 from __future__ import annotations
@@ -97,7 +99,9 @@ def localize_by_search(
     image: np.ndarray,
     neuron: ResolvedNeuron,
     *,
-    windows: int = 10,
+    windows: int = 20,
+    kind: str = "input-gradient",
+    foreground: float = 0.95,
     smoothgrad: int = 0,
     min_side: float = 0.35,
     stride: int | None = None,
@@ -105,18 +109,24 @@ def localize_by_search(
     """Box the object by the ``windows`` best crops' saliency, then the GraphCut.
 
     ``image`` is the (H, W, 3) picture in [0, 1] that ``inputs`` (1, 3, H, W) encode.
-    Each of the best ``windows`` crops gets its own saliency map, normalised to unit mass
-    and weighted by ``exp(score - best score)`` (for a logit, the crop's class
-    probability relative to the best crop's); ``min_side`` and ``stride`` set the grid of
-    :func:`ranked_windows`.
+    Each of the best ``windows`` crops gets its own saliency map of ``kind``
+    (:data:`~actstats.explain.saliency.SALIENCY_KINDS`), scaled to unit mean and weighted
+    by ``exp(score - best score)`` (for a logit, the crop's class probability relative
+    to the best crop's); the top ``1 - foreground`` of the sum are foreground seeds.
+    ``min_side`` and ``stride`` set the grid of :func:`ranked_windows`. The defaults
+    (20 windows, input x gradient, 0.95) were chosen on the digits benchmark's
+    validation scenes (``benchmarks/localization.py --split validation``).
     """
     if windows < 1:
         raise ActstatsError(f"--windows {windows}: must be >= 1 (the best crops to combine)")
     ranked = ranked_windows(network, inputs, neuron, min_side=min_side, stride=stride)[:windows]
     maps = [
-        saliency_map(network, crop_window(inputs, box), neuron, smoothgrad=smoothgrad)[0].numpy()
+        saliency_map(network, crop_window(inputs, box), neuron, smoothgrad=smoothgrad, kind=kind)[
+            0
+        ].numpy()
         for box, _ in ranked
     ]
     best = ranked[0][1]
     weights = [float(np.exp(score - best)) for _, score in ranked]
-    return localize_in_windows(image, maps, [box for box, _ in ranked], weights)
+    boxes = [box for box, _ in ranked]
+    return localize_in_windows(image, maps, boxes, weights, foreground=foreground)

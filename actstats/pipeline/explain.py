@@ -86,6 +86,7 @@ def run_saliency(
     smoothgrad: int = 0,
     percentile: float = 99.0,
     overlay: bool = False,
+    kind: str = "gradient",
     device: str = "auto",
 ) -> tuple[Path, Path]:
     """Write the image beside its saliency heat map (``output``, always ``.png``) and the raw
@@ -98,7 +99,7 @@ def run_saliency(
     net, _ = open_network(network, weights, fitted, device)
     inputs = load_input(net, image)
     resolved = net.resolve_neuron(parse_neuron(neuron))
-    sal = saliency_map(net, inputs, resolved, smoothgrad=smoothgrad)[0].numpy()
+    sal = saliency_map(net, inputs, resolved, smoothgrad=smoothgrad, kind=kind)[0].numpy()
     heat = clip_percentile(sal, percentile)
     out = Path(output)
     if out.suffix.lower() != ".png":
@@ -140,6 +141,7 @@ def run_localize(
     fitted: str | Path | None = None,
     smoothgrad: int = 0,
     windows: int = 0,
+    kind: str | None = None,
     device: str = "auto",
 ) -> Path:
     """Write ``mask.png``, ``box.json``, ``overlay.png`` and ``saliency.npy`` into ``output``.
@@ -147,16 +149,21 @@ def run_localize(
     ``windows`` 0 seeds the GraphCut with the whole frame's saliency (Simonyan et al.);
     N > 0 with the saliency of the N crops the network classifies best
     (:func:`actstats.explain.search.localize_by_search`), for objects that fill a small
-    part of a cluttered frame. ``saliency.npy`` is the whole frame's map either way.
+    part of a cluttered frame. ``kind`` is the map that seeds it (default: ``gradient``
+    on the whole frame, ``input-gradient`` in windows; see ``SALIENCY_KINDS``).
+    ``saliency.npy`` is the whole frame's map either way.
     """
     net, _ = open_network(network, weights, fitted, device)
     inputs = load_input(net, image)
     resolved = net.resolve_neuron(parse_neuron(neuron))
-    sal = saliency_map(net, inputs, resolved, smoothgrad=smoothgrad)[0].numpy()
+    kind = kind or ("input-gradient" if windows else "gradient")
+    sal = saliency_map(net, inputs, resolved, smoothgrad=smoothgrad, kind=kind)[0].numpy()
     rgb = net.preprocessing.to_uint8(inputs)[0]
     picture = rgb.astype(np.float64) / 255.0
     loc = (
-        localize_by_search(net, inputs, picture, resolved, windows=windows, smoothgrad=smoothgrad)
+        localize_by_search(
+            net, inputs, picture, resolved, windows=windows, kind=kind, smoothgrad=smoothgrad
+        )
         if windows
         else localize(picture, sal)
     )
@@ -166,7 +173,13 @@ def run_localize(
     Image.fromarray((loc.mask * 255).astype(np.uint8)).save(out / "mask.png")
     (out / "box.json").write_text(
         json.dumps(
-            {"image": str(image), "neuron": str(resolved), "windows": windows, **loc.to_json()},
+            {
+                "image": str(image),
+                "neuron": str(resolved),
+                "windows": windows,
+                "kind": kind,
+                **loc.to_json(),
+            },
             indent=1,
         )
     )
