@@ -21,6 +21,9 @@ headline baseline); ``lucent`` (FFT-decorrelated parameterization, jitter, TV,
 no statistics); ``suppress``, its ablations ``prior only`` / ``outliers only``;
 ``ancestral`` and ``ancestral-stats`` (its regularizers and target, no chain);
 ``code-prior`` (its statistics-free ablation, no clip box, is not a row yet);
+``generator`` and ``generator+nll`` (DGN-AM: a decoder from Lite1's pooled head to
+pixels, trained on the fit split's store for ``--generator-epochs`` and cached, the
+second with the class model's NLL of the code at the digits benchmark's weight);
 ``real`` (test crops not used as reference). Each number is a mean over ``--seeds`` seeds, with the
 standard deviation over seeds. The validation split samples with other seeds
 (:data:`VALIDATION_SEED0` on) than the test split (0 on): sampling never reads the real
@@ -60,11 +63,17 @@ from actstats.net.names import imagenet_wnids
 from actstats.net.network import Network, load_network
 from actstats.pipeline.collect import collect
 from actstats.pipeline.fit import fit_store
-from actstats.pipeline.sample import sample_units
+from actstats.pipeline.sample import load_decoder, sample_units
+from actstats.pipeline.train_generator import run_train_generator
 from actstats.synth import RenderConfig, default_config
+from actstats.synth.generator_train import GeneratorTrainingConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realism import field_value  # the digits benchmark's --variant field parser
+from realism import (  # the digits benchmark's parser, generator cost and NLL weight
+    GENERATOR_NLL_WEIGHT,
+    field_value,
+    generator_cost,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NET = "actstats.net.efficientnet_lite:lite1"
@@ -74,6 +83,8 @@ JUDGE_FEATURES = "net._dropout"  # Lite0's globally pooled head (1280-D), the FI
 COUNTS = (64, 16, 16)  # crops per class: fit, validation, test
 N_REAL = 3  # crops per class of the real row; the rest are the reference
 VALIDATION_SEED0 = 1000  # first seed of the validation split (the test split's is 0)
+GENERATOR_LAYER = "net._dropout"  # Lite1's pooled head (1280-D): DGN-AM decodes fc6
+GENERATOR_EPOCHS = 5  # ~3 min per epoch of 320 crops on 2 CPUs
 
 _NO_STATS = {"prior_weight": 0.0, "suppress_weight": 0.0}
 _ANCESTRAL_REGS = {  # ancestral's loop knobs (regularizers, target weight), no chain
@@ -93,8 +104,10 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "ancestral": ("ancestral", {}),
     "ancestral-stats": ("suppress", {**_ANCESTRAL_REGS, **_NO_STATS}),
     "code-prior": ("code-prior", {}),
+    "generator": ("generator", {}),
+    "generator+nll": ("generator", {"prior_weight": GENERATOR_NLL_WEIGHT}),
 }
-GRID_ROWS = ("simonyan", "lucent", "suppress", "ancestral")
+GRID_ROWS = ("simonyan", "lucent", "suppress", "ancestral", "generator")
 
 DEFINITIONS = {
     "judge_top1": "fraction of images Lite0 (never optimized) ranks the class first",
@@ -145,6 +158,18 @@ def prepare(cache: Path) -> tuple[dict[str, Path], Path]:
     return folders, models
 
 
+def trained_generator(cache: Path, epochs: int) -> Path:
+    """The decoder ``generator`` rows use: trained once per epoch count on the fit store
+    (``actstats train-generator``'s library call; a stopped training resumes)."""
+    folder = cache / f"generator-e{epochs}" / "generator"
+    if not (folder / "manifest.json").exists():
+        config = GeneratorTrainingConfig(layer=GENERATOR_LAYER, epochs=epochs, batch_size=32)
+        run_train_generator(
+            cache / "lite1.zarr", GENERATOR_LAYER, folder, config=config, device="cpu"
+        )
+    return folder
+
+
 def real_crops(network: Network, folder: Path, wnid: str) -> np.ndarray:
     """A split's crops of a class as uint8 (n, 224, 224, 3), preprocessed as collect does."""
     pre = network.preprocessing
@@ -187,11 +212,18 @@ def class_metrics(
 
 
 def run_row(
-    row: str, models: Any, network: Network, seeds: Sequence[int], steps: int
+    row: str,
+    models: Any,
+    network: Network,
+    seeds: Sequence[int],
+    steps: int,
+    generator: Path | None = None,
 ) -> tuple[dict[int, list[np.ndarray]], dict[int, list[float]], float]:
-    """Images per seed and class, p(target) per seed and class, seconds per sample."""
+    """Images per seed and class, p(target) per seed and class, seconds per sample
+    (``generator``: the decoder of ``generator`` rows; its training is not counted)."""
     method, overrides = ROWS[row]
-    config = default_config(method, **{**overrides, "steps": steps})
+    decoder = {"decoder": load_decoder(generator)} if method == "generator" and generator else {}
+    config = default_config(method, **{**overrides, "steps": steps, **decoder})
     neurons = [f"{LOGITS}:{c.index}" for c in PHOTO_CLASSES]
     images, probs, seconds, count = {}, {}, 0.0, 0
     for seed in seeds:
@@ -374,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--classes", type=int, default=len(PHOTO_CLASSES), help="the first K photo classes"
     )
+    parser.add_argument("--generator-epochs", type=int, default=GENERATOR_EPOCHS)
     parser.add_argument("--try", dest="tries", action="append", default=[], metavar="ROW:K=V")
     parser.add_argument("--label", default=None)
     parser.add_argument("--cache", default=os.environ.get("ACTSTATS_CACHE", "/tmp/actstats"))
@@ -390,7 +423,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if unknown:
         parser.error(f"--rows {unknown[0]}: choose from {', '.join(ROWS)}")
     PHOTO_CLASSES = PHOTO_CLASSES[: args.classes]
-    folders, models_path = prepare(Path(args.cache) / "realism-imagenet")
+    cache = Path(args.cache) / "realism-imagenet"
+    folders, models_path = prepare(cache)
+    decodes = any(ROWS[r][0] == "generator" for r in rows)
+    generator = trained_generator(cache, args.generator_epochs) if decodes else None
     models = load(models_path)
     network = load_network(NET, device="cpu")
     judge = load_network(JUDGE, device="cpu")
@@ -422,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     label = args.label or f"{args.split}-cpu"
     result: dict[str, Any] = {}
     for row in rows:
-        images, probs, secs = run_row(row, models, network, seeds, args.steps)
+        images, probs, secs = run_row(row, models, network, seeds, args.steps, generator)
         summary[row], per_class[row], misses[row] = measure_row(
             images, probs, judge, refs, real_div, fitted
         )
@@ -441,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 r: {"method": ROWS[r][0], "overrides": ROWS[r][1]} for r in summary if r in ROWS
             },
             "definitions": DEFINITIONS,
+            "generator_training": generator_cost(generator.parent) if generator else None,
             "summary": summary,
             "per_class": per_class,
             "judge_misses": misses,
