@@ -120,12 +120,8 @@ def localize_by_search(
     if windows < 1:
         raise ActstatsError(f"--windows {windows}: must be >= 1 (the best crops to combine)")
     ranked = ranked_windows(network, inputs, neuron, min_side=min_side, stride=stride)[:windows]
-    maps = [
-        saliency_map(network, crop_window(inputs, box), neuron, smoothgrad=smoothgrad, kind=kind)[
-            0
-        ].numpy()
-        for box, _ in ranked
-    ]
+    crops = torch.cat([crop_window(inputs, box) for box, _ in ranked])
+    maps = list(saliency_map(network, crops, neuron, smoothgrad=smoothgrad, kind=kind).numpy())
     best = ranked[0][1]
     weights = [float(np.exp(score - best)) for _, score in ranked]
     boxes = [box for box, _ in ranked]
