@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import actstats.cli
 from actstats.errors import ActstatsError
 from actstats.io.modelfile import load_models as load
+from actstats.pipeline import fit_tasks
 from actstats.pipeline.fit import fit_store
 from actstats.stats.histogram import histogram_quantiles
 
@@ -32,8 +33,10 @@ def store(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("fit") / "s.zarr", acts, LABELS, NAMES, ok=ok), ok
 
 
+@pytest.mark.parametrize("piece_bytes", [fit_tasks.PIECE_BYTES, 1])  # 1: a chunk per piece
 @pytest.mark.parametrize("chunk", [7, 32, 500])
-def test_moments_equal_numpy_for_chunkings(tmp_path, chunk):
+def test_moments_equal_numpy_for_chunkings(tmp_path, monkeypatch, chunk, piece_bytes):
+    monkeypatch.setattr(fit_tasks, "PIECE_BYTES", piece_bytes)
     ok = np.ones(len(LABELS), dtype=bool)
     ok[::9] = False
     s = make_store(tmp_path / "s.zarr", ACTS, LABELS, NAMES, ok=ok, chunk_size=chunk)

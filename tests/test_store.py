@@ -16,6 +16,7 @@ from actstats.io.store import (
     LABEL_CHUNK_ROWS,
     create_store,
     default_chunk_size,
+    finish_store,
     open_store,
     validate_attrs,
     write_chunk,
@@ -130,3 +131,49 @@ def test_fresh_store_holds_the_documented_placeholders(tmp_path: Path) -> None:
     np.testing.assert_array_equal(g["images/mtime_ns"][:], -1)
     np.testing.assert_array_equal(g["images/clipped"][:], 0)
     assert np.isnan(g["acts/fc"][:]).all()
+
+
+def test_complete_store_answers_ok_from_its_skipped_rows(tmp_path: Path) -> None:
+    """finish_store records the rows whose ok is False in one chunk; a complete store's
+    ok() is read from it (the per-chunk images/ok is not needed), and a tampered list
+    is refused."""
+    paths = [f"a/{i}.png" for i in range(5)] + [f"b/{i}.png" for i in range(5)]
+    store = create_store(tmp_path / "s.zarr", _attrs(), paths, np.repeat([0, 1], 5))
+    ok = np.array([True, False, True, True, True, True, True, False, False, True])
+    for index, start in enumerate(range(0, 10, 4)):
+        part = ok[start : start + 4]
+        rows = np.where(part[:, None], 1.0, np.nan) * np.ones((len(part), 3))
+        write_chunk(store, index, {"fc": rows}, part, ["" if o else "bad" for o in part])
+    assert list(open_store(tmp_path / "s.zarr").ok()) == list(ok)  # not complete: images/ok
+    finish_store(store, [])
+    plain = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert list(plain["images/skipped"][:]) == [1, 7, 8]
+    assert plain["images/skipped"].chunks == (3,)
+    for f in (tmp_path / "s.zarr" / "images" / "ok" / "c").iterdir():  # the per-chunk array gone
+        f.unlink()
+    assert list(open_store(tmp_path / "s.zarr").ok()) == list(ok)
+    zarr.open_array(str(tmp_path / "s.zarr" / "images" / "skipped"), mode="r+")[:] = [1, 7, 10]
+    with pytest.raises(ActstatsError, match=r"images/skipped .* rows in 0\.\.9"):
+        open_store(tmp_path / "s.zarr").ok()
+
+
+def test_read_ahead_yields_the_span_in_whole_chunk_pieces(tmp_path: Path) -> None:
+    """Pieces are whole chunks of about piece_bytes, in order, equal to plain slicing."""
+    n, chunk = 50, 4
+    store = create_store(
+        tmp_path / "s.zarr", _attrs(n, chunk), [f"a/{i}.png" for i in range(n)], np.zeros(n)
+    )
+    X = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    for index, start in enumerate(range(0, n, chunk)):
+        part = X[start : start + chunk]
+        write_chunk(store, index, {"fc": part}, np.ones(len(part), bool), [""] * len(part))
+    opened = open_store(tmp_path / "s.zarr")
+    row_bytes = 3 * 4
+    pieces = list(opened.read_ahead("fc", (8, 47), piece_bytes=2 * chunk * row_bytes + 5))
+    assert [s for s, _ in pieces] == [8, 16, 24, 32, 40]  # two chunks a piece
+    assert [len(x) for _, x in pieces] == [8, 8, 8, 8, 7]
+    np.testing.assert_array_equal(np.concatenate([x for _, x in pieces]), X[8:47])
+    assert [s for s, _ in opened.read_ahead("fc", (0, n), piece_bytes=1)] == list(
+        range(0, n, chunk)
+    )
+    assert list(opened.read_ahead("fc", (12, 12))) == []

@@ -47,7 +47,7 @@ from actstats.errors import ActstatsError
 from actstats.io.locks import writer_lock
 from actstats.io.modelfile import check_model_output, save_models
 from actstats.io.paths import refuse_overlap
-from actstats.io.store import ActivationStore, open_store, resolve_location
+from actstats.io.store import ActivationStore, batched_reads, open_store, resolve_location
 from actstats.pipeline.fit_tasks import (
     QUANTILE_LEVELS,
     chunk_moments,
@@ -285,7 +285,7 @@ def _fit(
         "full_max_dim": full_max_dim,
         "moments": moments.forms,
     }
-    with compute_options(scheduler, workers) as sched:
+    with compute_options(scheduler, workers) as sched, batched_reads():
         graph = _graph(plan, resolve_location(st.path), moments, mix, options)
         with task_progress(progress):
             (finals,) = dask.compute(graph, **sched)
@@ -384,7 +384,7 @@ def store_moments(
     """
     st = open_store(store)
     plan = _make_plan(st, None, layers, 0.0, 0)
-    with compute_options(scheduler, None) as sched:
+    with compute_options(scheduler, None) as sched, batched_reads():
         dense = MomentPlan(dict.fromkeys(plan.layers, "dense"), 0, 0, 0, [])
         (merged,) = dask.compute(_pass1(plan, resolve_location(st.path), dense), **sched)
     return merged

@@ -20,7 +20,7 @@ from typing import Any
 
 import dask
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from actstats.io.store import open_store
 from actstats.stats.accumulate import MomentAccumulator
@@ -59,6 +59,10 @@ __all__ = [
     "take_rows",
 ]
 
+#: Bytes of a layer's rows a pass-1 task reads at a time, the next piece being read
+#: while this one is accumulated (:meth:`~actstats.io.store.ActivationStore.read_ahead`).
+PIECE_BYTES = 8 * 2**20
+
 #: Quantile levels stored per unit and class (``quantiles_`` rows).
 QUANTILE_LEVELS = (0.05, 0.5, 0.95, 0.99)
 
@@ -73,10 +77,18 @@ def _one_blas_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with threadpool_limits(1):
+        with _threadpools().limit(limits=1):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    """One controller per process: ``threadpool_limits`` scans the loaded libraries on
+    every call (~2 ms a task); a controller scans once, at the first task (BLAS and
+    OpenMP are loaded by then: numpy, scipy and scikit-learn are imported here)."""
+    return ThreadpoolController()
 
 
 @_one_blas_thread
@@ -92,20 +104,29 @@ def chunk_moments(
 
     ``forms[layer]`` (from :func:`actstats.pipeline.memory.plan_moments`) says which:
     dense or diagonal :class:`Moments`, or a :class:`SketchMoments` of ``sketch_rows``.
-    The store is opened once and each layer's rows read once; dense and diagonal
+    ``rows[g]``: class ``g``'s rows, relative to ``span`` and sorted (as the plan makes
+    them). The store is opened once and each layer's rows read once; dense and diagonal
     moments go through one fused accumulator per class
-    (:class:`~actstats.stats.accumulate.MomentAccumulator`).
+    (:class:`~actstats.stats.accumulate.MomentAccumulator`), fed in pieces of
+    :data:`PIECE_BYTES` read ahead of it.
     """
     store = open_store(store_path)
     out: dict[str, dict[str, Moments | SketchMoments]] = {g: {} for g in rows}
     for layer in layers:
-        X = np.asarray(store.acts(layer)[slice(*span)])
-        for g, r in rows.items():
-            if forms[layer] == "sketch":
+        if forms[layer] == "sketch":
+            X = np.asarray(store.acts(layer)[slice(*span)])
+            for g, r in rows.items():
                 out[g][layer] = sketch_from_array(take_rows(X, r), sketch_rows)
-                continue
-            acc = MomentAccumulator(X.shape[1], diag_only=forms[layer] == "diag")
-            acc.add(take_rows(X, r))
+            continue
+        accs = {
+            g: MomentAccumulator(store.acts(layer).shape[1], diag_only=forms[layer] == "diag")
+            for g in rows
+        }
+        for start, X in store.read_ahead(layer, span, PIECE_BYTES):
+            for g, r in rows.items():
+                lo, hi = np.searchsorted(r, [start - span[0], start - span[0] + len(X)])
+                accs[g].add(take_rows(X, r[lo:hi] - (start - span[0])))
+        for g, acc in accs.items():
             out[g][layer] = acc.moments()
     return out
 
