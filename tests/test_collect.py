@@ -197,6 +197,8 @@ def test_bad_files_are_recorded_and_run_goes_on(
     assert bad["one/notes.txt"] == "not an image" and bad["ghost/"] == "empty class folder"
     ok, paths = g["images/ok"][:], list(g["images/path"][:])
     assert not ok[paths.index("one/empty.png")] and ok.sum() == 36
+    skipped = list(g["images/skipped"][:])  # written at finish: what fit's plan reads
+    assert skipped and skipped == list(np.flatnonzero(~ok))
     assert np.isnan(g["acts/fc8"][paths.index("one/trunc.png")]).all()
     assert g.attrs["actstats"]["class_names"] == ["one", "three", "zero"]
 
