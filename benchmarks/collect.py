@@ -33,6 +33,7 @@ from actstats.io.data import load_image
 from actstats.net.network import Network, load_network
 from actstats.net.preprocessing import Preprocessing
 from actstats.net.reduce import parse_reduction
+from actstats.net.rows import rows_function
 from actstats.pipeline.collect import collect, plan_layers
 from actstats.pipeline.collect_graph import DECODERS, geometry, normalize, prepare_device
 
@@ -63,15 +64,21 @@ def write_images(root: Path, n: int, size: int, jpeg: bool, seed: int = 0) -> li
 
 
 def forward_only(
-    net: Network, files: list[Path], layers: list[str], batch: int, bf16: bool
+    net: Network,
+    files: list[Path],
+    layers: list[str],
+    batch: int,
+    bf16: bool,
+    compile: bool = False,
 ) -> float:
     """Images/s of the network alone, with the pipeline's device settings and per-batch work.
 
     Inputs are preprocessed uint8 batches in host memory (pinned on CUDA);
     timed: copy to the device, normalize, forward (channels_last + cuDNN
     autotuning on CUDA, bf16 autocast if ``bf16``), the layers' reductions
-    and one copy of the rows back per batch -- what ``forward-c`` does minus
-    decoding and zarr writes.
+    and one copy of the rows back per batch, through the same rows function
+    (compiled when ``compile``) -- what ``forward-c`` does minus decoding and
+    zarr writes.
     """
     prepare_device(net)
     resize_crop = geometry(net.preprocessing)
@@ -81,14 +88,14 @@ def forward_only(
         x = x.pin_memory()
     plan = plan_layers(net, layers, None)
     reductions = {e["name"]: parse_reduction(e["reduce"]) for e in plan}
+    rows_of = rows_function(net, reductions, compile=compile, batch_size=batch)
     fmt = torch.channels_last if cuda else torch.contiguous_format
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and cuda)
 
     def run(xb: torch.Tensor) -> torch.Tensor:
         xb = normalize(xb.to(net.device, non_blocking=True), net.preprocessing)
         with autocast:
-            acts = net.activations(xb.contiguous(memory_format=fmt), list(reductions))
-            flat = torch.cat([r(acts[n]).float().flatten(1) for n, r in reductions.items()], 1)
+            flat = rows_of(xb.contiguous(memory_format=fmt))
         if not cuda:
             return flat
         out = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
@@ -129,6 +136,12 @@ def main() -> None:
     parser.add_argument("--layers", default=None, help="comma-separated [default: the defaults]")
     parser.add_argument("--jpeg", action="store_true", help="JPEG files (default PNG)")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile in both forward-only and collect [default: on CUDA only]",
+    )
     parser.add_argument("--decode", default="auto", choices=DECODERS)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--label", default=None)
@@ -143,16 +156,18 @@ def main() -> None:
             resize=round(args.size * p.resize / p.crop), crop=args.size, mean=p.mean, std=p.std
         )
     layers = args.layers.split(",") if args.layers else net.default_layers()
+    compiled = net.device.type == "cuda" if args.compile is None else args.compile
     with tempfile.TemporaryDirectory() as tmp:
         files = write_images(Path(tmp) / "images", args.images, args.size, args.jpeg)
         fwd = pipe = 0.0
         fwd_other = 0.0  # the other precision, for reference (CUDA only)
         stages: dict[str, float] = {}
         for _ in range(args.repeats):  # interleaved, best of each: robust to a busy machine
-            fwd = max(fwd, forward_only(net, files, layers, args.batch_size, args.bf16))
+            fwd = max(fwd, forward_only(net, files, layers, args.batch_size, args.bf16, compiled))
             if net.device.type == "cuda":
                 fwd_other = max(
-                    fwd_other, forward_only(net, files, layers, args.batch_size, not args.bf16)
+                    fwd_other,
+                    forward_only(net, files, layers, args.batch_size, not args.bf16, compiled),
                 )
             start = time.perf_counter()
             summary = collect(
@@ -164,6 +179,7 @@ def main() -> None:
                 bf16=args.bf16,
                 decode=args.decode,
                 overwrite=True,
+                compile=compiled,
             )
             seconds = time.perf_counter() - start
             rate = summary.n_images / seconds
@@ -184,6 +200,7 @@ def main() -> None:
         "format": "jpeg" if args.jpeg else "png",
         "layers": layers,
         "bf16": args.bf16,
+        "compile": compiled,
         "decode": decoder,
         "forward_only_images_per_s": fwd,
         "forward_only_other_precision_images_per_s": fwd_other or None,
@@ -203,7 +220,8 @@ def main() -> None:
         f"# collect benchmark: {label}\n\n"
         f"{args.model} ({args.weights}), {args.images} {result['format']} images, "
         f"{args.size}px, batch {args.batch_size}, layers {', '.join(layers)}, "
-        f"{'bf16' if args.bf16 else 'fp32'}, decode {decoder}\n\n"
+        f"{'bf16' if args.bf16 else 'fp32'}, decode {decoder}, "
+        f"{'torch.compile' if compiled else 'eager'}\n\n"
         f"Forward-only: same device settings as the pipeline (channels_last, cuDNN "
         f"autotuning and autocast on CUDA), uint8 inputs in host memory, reductions "
         f"and the copy back included.\n\n"

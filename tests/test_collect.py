@@ -344,3 +344,32 @@ def test_cli_errors_are_one_line(
 def test_cli_needs_a_store(small_root: Path) -> None:
     result = runner.invoke(actstats.cli.app, ["collect", str(small_root)])
     assert result.exit_code == 1 and "no output store; pass -o STORE" in result.output
+
+
+@pytest.mark.skipif(
+    not (shutil.which("c++") or shutil.which("g++")), reason="inductor needs a C++ compiler"
+)
+def test_collect_with_compile_writes_the_same_store(
+    digits_net: Network, small_root: Path, tmp_path: Path
+) -> None:
+    """collect --compile (inductor, the default backend) on the CPU: batches of 5 over
+    chunks of 10 leave short batches, padded to the compiled shape."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a fallback would warn
+        collect(
+            small_root,
+            tmp_path / "c.zarr",
+            network=digits_net,
+            layers=["pool2", "pool4", "fc8"],
+            reduce={"pool2": "mean", "pool4": "grid:2"},
+            batch_size=5,
+            chunk_size=10,
+            compile=True,
+        )
+    # compiled, and once: the short batches were padded to the one compiled shape
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
+    for name, ref in _direct(digits_net, small_root, g.attrs["actstats"]["layers"]).items():
+        np.testing.assert_allclose(g[f"acts/{name}"][:], ref, rtol=1e-4, atol=1e-4)

@@ -62,6 +62,11 @@ def collect_command(
     decode: str | None = typer.Option(
         None, help="JPEG decoding: auto | cpu | gpu | mixed [default: auto = mixed on CUDA]"
     ),
+    compile: bool | None = typer.Option(
+        None,
+        "--compile/--no-compile",
+        help="torch.compile the forward and reductions [default: on CUDA only].",
+    ),
     overwrite: bool | None = typer.Option(None, "--overwrite", help="Replace an existing store."),
     scheduler: str | None = typer.Option(
         None,
@@ -94,6 +99,7 @@ def collect_command(
         "device": device,
         "bf16": bf16,
         "decode": decode,
+        "compile": compile,
         "overwrite": overwrite,
         "scheduler": scheduler,
         "workers": workers,

@@ -37,6 +37,7 @@ from actstats.io.store import open_store, write_chunk
 from actstats.net.network import Network
 from actstats.net.preprocessing import Preprocessing
 from actstats.net.reduce import stored_reduction
+from actstats.net.rows import rows_function
 from actstats.pipeline.schedule import LOCAL_SCHEDULERS, is_local
 
 __all__ = [
@@ -73,6 +74,7 @@ class Job:
     batch_size: int
     decode: str = "cpu"
     run: str = ""  # unique per collect call: keys the file-name cache
+    compile: bool = False  # torch.compile the per-batch rows function (actstats.net.rows)
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,7 @@ def _forward_chunk(ref: NetworkRef, decoded: list[_Decoded], chunk: int, job: Jo
         if job.attrs.get("autocast") == "bfloat16" and cuda
         else contextlib.nullcontext()
     )
+    rows_of = rows_function(net, layers, compile=job.compile, batch_size=job.batch_size)
     p = job.preprocessing
     resize_crop = geometry(p)
     fmt = torch.channels_last if cuda else torch.contiguous_format
@@ -301,10 +304,7 @@ def _forward_chunk(ref: NetworkRef, decoded: list[_Decoded], chunk: int, job: Jo
             if len(sel):
                 x = normalize(x, p).contiguous(memory_format=fmt)
                 with autocast:
-                    acts = net.activations(x, list(layers))
-                    flat = torch.cat(
-                        [red(acts[n]).float().flatten(1) for n, red in layers.items()], dim=1
-                    )
+                    flat = rows_of(x)
                 if tdtype == torch.float16:
                     clipped[sel] = _clip_float16(flat)
                 flat = flat.to(tdtype)
