@@ -9,6 +9,14 @@ zarr writes) on images written to a temp dir.
     python benchmarks/collect.py --model vgg16 --weights none --images 512 --size 224 --jpeg
     python benchmarks/collect.py --model actstats.demo.digits:digits_vgg --images 2048 --size 32
 
+With ``--imagenet-jpegs`` the files are ImageNet-sized JPEGs (~500x375 crops of
+scikit-image photos, one in 8 progressive, one in 16 grayscale) and the run also measures
+the decode limit: steady-state images/s of collect's own decode path alone (``load_image``
++ resize/crop in as many threads as collect's scheduler; on CUDA also the batched device
+decoder), the marginal rate between half and all of the files, so start-up is not counted.
+The ratio that says whether collect is at its limit is pipeline / min(forward-only,
+decode limit).
+
 Writes benchmarks/results/collect-<label>.{json,md}.
 """
 
@@ -21,6 +29,8 @@ import platform
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +39,89 @@ import zarr
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from actstats.io.data import load_image
+from actstats.io.data import decode_jpegs, jpeg_bytes, load_image
 from actstats.net.network import Network, load_network
 from actstats.net.preprocessing import Preprocessing
 from actstats.net.reduce import parse_reduction
 from actstats.net.rows import rows_function
 from actstats.pipeline.collect import collect, plan_layers
-from actstats.pipeline.collect_graph import DECODERS, geometry, normalize, prepare_device
+from actstats.pipeline.collect_graph import (
+    DECODERS,
+    geometry,
+    local_threads,
+    normalize,
+    prepare_device,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_imagenet_jpegs(root: Path, n: int, seed: int = 0) -> list[Path]:
+    """N JPEGs shaped like ImageNet's in 4 classes: ~500x375 (one in 4 portrait) crops of
+    scikit-image photos at quality 90; one in 8 progressive, one in 16 grayscale."""
+    import skimage.data
+
+    photos = [
+        getattr(skimage.data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket")
+    ]
+    rng = np.random.default_rng(seed)
+    files = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        ch, cw = (min(h, 500), min(w, 375)) if i % 4 == 3 else (min(h, 375), min(w, 500))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        img = Image.fromarray(photo[y : y + ch, x : x + cw])
+        if i % 16 == 5:
+            img = img.convert("L")
+        path = root / f"class{i % 4}" / f"{i:06d}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path, quality=90, progressive=i % 8 == 1)
+        files.append(path)
+    return files
+
+
+def _marginal_rate(run: Callable[[list[Path]], None], files: list[Path]) -> float:
+    """Images/s between decoding half of ``files`` and all of them (warm: a few first)."""
+    run(files[: min(len(files), 8)])
+    half = len(files) // 2
+    t0 = time.perf_counter()
+    run(files[:half])
+    t1 = time.perf_counter()
+    run(files)
+    t2 = time.perf_counter()
+    return (len(files) - half) / max((t2 - t1) - (t1 - t0), 1e-9)
+
+
+def decode_limits(net: Network, files: list[Path], batch: int) -> dict[str, float]:
+    """Steady-state images/s of collect's decode paths alone, without the network.
+
+    ``cpu``: ``load_image`` (the robust PIL decoder) + resize/crop to a uint8 tensor, in
+    as many threads as collect's scheduler runs (``local_threads``), through one
+    persistent pool. ``gpu`` (CUDA only): batched ``decode_jpegs`` on the device + the
+    same resize/crop per image, as collect's device decoder does.
+    """
+    p = net.preprocessing
+    resize_crop = geometry(p)
+
+    def one(f: Path) -> torch.Tensor:
+        return resize_crop(pil_to_tensor(load_image(f, resize=p.resize)))
+
+    limits = {}
+    with ThreadPoolExecutor(local_threads(net.device)) as pool:
+        limits["cpu"] = _marginal_rate(lambda fs: list(pool.map(one, fs)), files)
+    if net.device.type == "cuda":
+        datas = [jpeg_bytes(f, p.resize) for f in files]
+        by_file = dict(zip(files, datas, strict=True))
+
+        def on_device(fs: list[Path]) -> None:
+            ds = [by_file[f] for f in fs if by_file[f] is not None]
+            for b in range(0, len(ds), batch):
+                [resize_crop(im) for im in decode_jpegs(ds[b : b + batch], net.device)]
+            torch.cuda.synchronize(net.device)
+
+        limits["gpu"] = _marginal_rate(on_device, files)
+    return limits
 
 
 def write_images(root: Path, n: int, size: int, jpeg: bool, seed: int = 0) -> list[Path]:
@@ -135,6 +219,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--layers", default=None, help="comma-separated [default: the defaults]")
     parser.add_argument("--jpeg", action="store_true", help="JPEG files (default PNG)")
+    parser.add_argument(
+        "--imagenet-jpegs",
+        action="store_true",
+        help="ImageNet-sized JPEGs (progressive and grayscale among them) and decode limits",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument(
         "--compile",
@@ -158,7 +248,11 @@ def main() -> None:
     layers = args.layers.split(",") if args.layers else net.default_layers()
     compiled = net.device.type == "cuda" if args.compile is None else args.compile
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_images(Path(tmp) / "images", args.images, args.size, args.jpeg)
+        if args.imagenet_jpegs:
+            files = write_imagenet_jpegs(Path(tmp) / "images", args.images)
+        else:
+            files = write_images(Path(tmp) / "images", args.images, args.size, args.jpeg)
+        limits = decode_limits(net, files, args.batch_size) if args.imagenet_jpegs else {}
         fwd = pipe = 0.0
         fwd_other = 0.0  # the other precision, for reference (CUDA only)
         stages: dict[str, float] = {}
@@ -188,6 +282,9 @@ def main() -> None:
                 stages = {"wall": seconds, **summary.stage_seconds}
         decoder = zarr.open_group(str(Path(tmp) / "store.zarr")).attrs["actstats"]["decode"]
     ratio = pipe / fwd
+    # the decode limit of the decoder collect used: mixed runs both (their sum bounds it)
+    limit = sum(limits.values()) if decoder == "mixed" else limits.get(decoder)
+    bound = min(fwd, limit) if limit else None
     label = args.label or f"{args.model.split(':')[-1]}-{net.device.type}-{args.size}px"
     result = {
         "label": label,
@@ -197,7 +294,7 @@ def main() -> None:
         "size": args.size,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
-        "format": "jpeg" if args.jpeg else "png",
+        "format": "imagenet-jpeg" if args.imagenet_jpegs else "jpeg" if args.jpeg else "png",
         "layers": layers,
         "bf16": args.bf16,
         "compile": compiled,
@@ -206,17 +303,27 @@ def main() -> None:
         "forward_only_other_precision_images_per_s": fwd_other or None,
         "pipeline_images_per_s": pipe,
         "ratio": ratio,
+        "decode_limit_images_per_s": limits or None,
+        "ratio_vs_min_forward_and_decode_limit": pipe / bound if bound else None,
         "pipeline_stage_seconds": stages,
         "machine": machine(net),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"collect-{label}.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"collect-{label}.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     other = "fp32" if args.bf16 else "bf16"
     stage_rows = "".join(
         f"| {k} | {v:,.2f} | {1000 * v / args.images:.3f} |\n" for k, v in stages.items()
     )
-    (RESULTS / f"collect-{label}.md").write_text(
+    limit_text = (
+        "Decode limit (collect's decode path alone, steady state): "
+        + ", ".join(f"{k} {v:,.1f} img/s" for k, v in limits.items())
+        + f"; pipeline / min(forward-only, decode limit {limit:,.1f}) = "
+        f"**{pipe / bound:.2f}**.\n\n"
+        if bound and limit
+        else ""
+    )
+    (args.out / f"collect-{label}.md").write_text(
         f"# collect benchmark: {label}\n\n"
         f"{args.model} ({args.weights}), {args.images} {result['format']} images, "
         f"{args.size}px, batch {args.batch_size}, layers {', '.join(layers)}, "
@@ -228,6 +335,7 @@ def main() -> None:
         f"| forward-only img/s | pipeline img/s | ratio |\n|---:|---:|---:|\n"
         f"| {fwd:,.1f} | {pipe:,.1f} | {ratio:.2f} |\n\n"
         + (f"Forward-only in {other}: {fwd_other:,.1f} img/s.\n\n" if fwd_other else "")
+        + limit_text
         + "Where the time goes (best pipeline run; task seconds summed over threads, "
         "so stages overlap and exceed the wall time; `decode` runs in the dask threads, "
         "`device_decode`, `forward` and `write` in the forward tasks):\n\n"
@@ -237,6 +345,8 @@ def main() -> None:
         f"threads), {m['platform']}, Python {m['python']}, torch {m['torch']}\n"
     )
     print(f"{label}: forward-only {fwd:,.1f} img/s, pipeline {pipe:,.1f} img/s, ratio {ratio:.2f}")
+    if bound:
+        print(f"decode limit {limits}: pipeline / min(forward-only, limit) {pipe / bound:.2f}")
     print("stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
 
 

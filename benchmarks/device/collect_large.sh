@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; export PYTHONPATH=$PWD
   for decode in gpu mixed; do
     echo "== collect bf16 decode=$decode, 16384 images"
     timeout 200 python3 benchmarks/collect.py --model vgg16 --weights none --images 16384 \
-        --size 224 --jpeg --batch-size 256 --bf16 --decode $decode --repeats 1 \
+        --size 224 --imagenet-jpegs --batch-size 256 --bf16 --decode $decode --repeats 1 \
         --label "vgg16-jpeg-h200-bf16-$decode-16k"
   done
   after=$(ls benchmarks/results)

@@ -21,7 +21,7 @@ want() { [[ " $parts " == *" $1 "* ]]; }
     timeout 240 python3 benchmarks/gpu_throughput.py --images 4096 --batch 256 --repeats 10
   fi
   if want collect; then
-    common="--model vgg16 --weights none --images 2048 --size 224 --jpeg --batch-size 128"
+    common="--model vgg16 --weights none --images 2048 --size 224 --imagenet-jpegs --batch-size 128"
     for run in "bf16 mixed --bf16" "fp32 mixed" "bf16 cpu --bf16" "bf16 gpu --bf16"; do
       set -- $run
       echo "== collect $1 decode=$2"
