@@ -156,3 +156,25 @@ def test_float16_store_matches_float32(net: Network, jpeg_root: Path, tmp_path: 
 def test_unknown_decoder_is_refused(net: Network, jpeg_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ActstatsError, match="--decode"):
         collect(jpeg_root, tmp_path / "x.zarr", network=net, decode="nvjpeg")
+
+
+def test_resize_by_size_equals_one_call_per_image() -> None:
+    """One resize per (device, channels, height, width) bucket gives the per-image pixels."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 375, 500), (3, 500, 375), (3, 375, 500), (3, 333, 500), (3, 375, 500)]
+    images = {
+        i: torch.randint(0, 256, s, dtype=torch.uint8, generator=g) for i, s in enumerate(shapes)
+    }
+    resize_crop = geometry(Preprocessing(resize=64, crop=56, mean=[0.5] * 3, std=[0.5] * 3))
+    calls = []
+
+    def counted(x):
+        calls.append(x.shape[0] if x.dim() == 4 else 1)
+        return resize_crop(x)
+
+    got = collect_graph._resize_by_size(images, counted)
+    assert sorted(calls) == [1, 1, 3]  # three buckets, the 500x375 one batched
+    for i, img in images.items():
+        assert torch.equal(got[i], resize_crop(img)), i
