@@ -178,3 +178,34 @@ def test_resize_by_size_equals_one_call_per_image() -> None:
     assert sorted(calls) == [1, 1, 3]  # three buckets, the 500x375 one batched
     for i, img in images.items():
         assert torch.equal(got[i], resize_crop(img)), i
+
+
+def test_host_threads_are_one_per_thread_for_an_accelerator_and_restored() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    with collect_graph.host_threads_for(torch.device("meta")):  # any device but the CPU
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with collect_graph.host_threads_for(torch.device("cpu")):  # the forward's own pool
+        assert torch.get_num_threads() == before
+
+
+def test_geometry_works_while_fx_traces_a_network() -> None:
+    """The decode threads resize while the forward thread may FX-trace the network for
+    --compile; tracing patches nn.Module.__call__ process-wide, so geometry must not be a
+    module (a v2 Compose here raised "module is not installed as a submodule")."""
+    import torch
+    from torch import nn
+
+    resize_crop = geometry(Preprocessing(resize=40, crop=32))
+    img = torch.randint(0, 256, (3, 50, 60), dtype=torch.uint8)
+    want, got = resize_crop(img), {}
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            got["img"] = resize_crop(img)  # a real image, resized mid-trace
+            return x + 1
+
+    torch.fx.symbolic_trace(Probe())
+    assert torch.equal(got["img"], want)

@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,21 +123,25 @@ def build_graph(pending: list[int], job: Job, ref: NetworkRef) -> list[Any]:
     return tasks
 
 
-def geometry(p: Preprocessing) -> Any:
-    """The resize and center crop of ``p.transform()``, on (3, H, W) uint8 tensors.
+def geometry(p: Preprocessing) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The resize and center crop of ``p.transform()``, on (..., 3, H, W) uint8 tensors.
 
     Normalization (the rest of ``p.transform()``) runs on the device, on the
     whole batch (:func:`normalize`): the same operations in the same order.
+    Plain functions, not ``nn.Module`` transforms: the decode threads must not call
+    modules while the forward thread FX-traces the network for ``--compile``
+    (tracing patches ``nn.Module.__call__`` process-wide).
     """
     from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import v2 as T  # noqa: N812 - torchvision convention
+    from torchvision.transforms.v2 import functional as F  # noqa: N812 - torchvision convention
 
-    return T.Compose(
-        [
-            T.Resize(p.resize, interpolation=InterpolationMode(p.interpolation), antialias=True),
-            T.CenterCrop(p.crop),
-        ]
-    )
+    interpolation = InterpolationMode(p.interpolation)
+
+    def resize_crop(img: torch.Tensor) -> torch.Tensor:
+        img = F.resize(img, [p.resize], interpolation=interpolation, antialias=True)
+        return F.center_crop(img, [p.crop])
+
+    return resize_crop
 
 
 def normalize(x: torch.Tensor, p: Preprocessing) -> torch.Tensor:
@@ -440,7 +444,7 @@ def run_graph(
     if is_local(scheduler, workers):
         local = LOCAL_SCHEDULERS[scheduler or "threads"]
         extra = {"num_workers": local_threads(net.device)} if local == "threads" else {}
-        with _ProgressCallback(advance, stages):
+        with _ProgressCallback(advance, stages), host_threads_for(net.device):
             dask.compute(*build_graph(pending, job, NetworkRef(net)), scheduler=local, **extra)
         return
     from distributed import KilledWorker, as_completed
@@ -480,6 +484,27 @@ class _ProgressCallback(Callback):
         if isinstance(result, ChunkResult):
             self._stages.update(result.seconds)
             self._advance(result.rows)
+
+
+@contextlib.contextmanager
+def host_threads_for(device: torch.device) -> Iterator[None]:
+    """On an accelerator, one torch intra-op thread per calling thread while inside.
+
+    Why: there the host only decodes and resizes, in :func:`local_threads` threads
+    at once; each CPU resize would otherwise start a parallel region as wide as the
+    machine (15 threads x 16 = 240 on 16 cores), as DataLoader workers avoid by
+    running with ``torch.set_num_threads(1)``. On a CPU device torch's pool does
+    the forward, so it is left alone.
+    """
+    if device.type == "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def local_threads(device: torch.device) -> int:
