@@ -65,6 +65,9 @@ def test_collect_benchmark_reports_pipeline_over_the_lower_limit(tmp_path: Path)
     assert r["ratio_vs_min_forward_and_decode_limit"] == pytest.approx(
         r["pipeline_images_per_s"] / bound
     )
+    shared = 1 / (1 / r["forward_only_images_per_s"] + 1 / limit)  # a CPU: cores shared
+    assert r["shared_cores_bound_images_per_s"] == pytest.approx(shared)
+    assert shared < bound
     assert (
         "pipeline / min(forward-only, decode limit"
         in (tmp_path / f"collect-{label}.md").read_text()
