@@ -102,3 +102,32 @@ def test_diagonal_accumulator_takes_the_exact_path_for_far_blocks(monkeypatch):
     X = np.concatenate(parts)
     E = X - X.mean(0)
     np.testing.assert_allclose(acc.moments().m2, (E * E).sum(0), rtol=1e-10)
+
+
+def test_far_blocks_are_judged_in_the_data_units(monkeypatch):
+    """Rows with a small spread: a block 50 sds away (offset 0.5 when sd = 0.01) is far,
+    however small its offset is in absolute terms."""
+    monkeypatch.setattr(accumulate, "BLOCK_BYTES", 8 * 3 * 64)  # 256-row blocks
+    rng = np.random.default_rng(7)
+    near, far = rng.standard_normal((256, 3)) * 0.01, rng.standard_normal((256, 3)) * 0.01 + 0.5
+    exact = []
+    original = MomentAccumulator._merge_exact
+    monkeypatch.setattr(
+        MomentAccumulator, "_merge_exact", lambda self, X: exact.append(len(X)) or original(self, X)
+    )
+    acc = MomentAccumulator(3)
+    acc.add(near)
+    acc.add(far)
+    assert exact == [256]
+
+
+@pytest.mark.parametrize("diag_only", [False, True])
+def test_an_accumulator_without_rows_gives_empty_moments(diag_only):
+    """What a pass-1 task returns for a class whose rows in its span are all held out."""
+    m = MomentAccumulator(3, diag_only=diag_only).moments()
+    assert m.n == 0
+    np.testing.assert_array_equal(m.mean, np.zeros(3))
+    np.testing.assert_array_equal(m.m2, np.zeros(3) if diag_only else np.zeros((3, 3)))
+    if not diag_only:
+        np.testing.assert_array_equal(m.t3, np.zeros(3))
+        assert m.q4 == 0.0
