@@ -131,3 +131,70 @@ def test_an_accumulator_without_rows_gives_empty_moments(diag_only):
     if not diag_only:
         np.testing.assert_array_equal(m.t3, np.zeros(3))
         assert m.q4 == 0.0
+
+
+def test_columns_with_different_means_stay_on_the_shifted_path(monkeypatch):
+    """K is the first block's mean per column: blocks near it in every column take the fast
+    path even when the columns' means differ by far more than their spread."""
+    monkeypatch.setattr(accumulate, "BLOCK_BYTES", 8 * 3 * 64)  # 256-row blocks
+    rng = np.random.default_rng(8)
+    centre = np.array([0.0, 100.0, -50.0])
+    exact = []
+    original = MomentAccumulator._merge_exact
+    monkeypatch.setattr(
+        MomentAccumulator, "_merge_exact", lambda self, X: exact.append(len(X)) or original(self, X)
+    )
+    acc = MomentAccumulator(3)
+    for _ in range(3):
+        acc.add(rng.standard_normal((256, 3)) + centre)
+    assert exact == []
+
+
+def test_far_is_the_two_sd_rule_of_the_rows_so_far():
+    """_far(offset): is a block mean K + offset more than MAX_SHIFT sds (of the rows added
+    so far, about their own mean) from K, in any column. Checked just inside and just
+    outside that distance, after a second block moved the running mean off K."""
+    rng = np.random.default_rng(9)
+    first = rng.standard_normal((400, 3)) * np.array([3.0, 0.5, 10.0])
+    second = first + np.array([4.0, 0.6, 12.0])  # mean 1.3 sd off K: still the fast path
+    acc = MomentAccumulator(3)
+    acc.add(first)
+    acc.add(second)
+    sd = np.concatenate([first, second]).std(axis=0)
+    for j in range(3):
+        for scale, far in ((0.99, False), (1.01, True)):
+            offset = np.zeros(3)
+            offset[j] = scale * accumulate.MAX_SHIFT * sd[j]
+            assert acc._far(offset) is far, (j, scale)
+
+
+def test_a_far_block_after_a_single_row_is_merged_exactly(monkeypatch):
+    """One row has no spread, so any block away from it is far: merged exactly."""
+    rng = np.random.default_rng(10)
+    X = np.concatenate([np.zeros((1, 3)), rng.standard_normal((300, 3)) + 1e7])
+    exact = []
+    original = MomentAccumulator._merge_exact
+    monkeypatch.setattr(
+        MomentAccumulator, "_merge_exact", lambda self, X: exact.append(len(X)) or original(self, X)
+    )
+    acc = MomentAccumulator(3)
+    acc.add(X[:1])
+    acc.add(X[1:])
+    assert exact == [300]
+    np.testing.assert_allclose(acc.moments().covariance(ddof=1), np.cov(X, rowvar=False), rtol=1e-9)
+
+
+def test_diagonal_accumulator_takes_the_exact_path_only_for_far_blocks(monkeypatch):
+    monkeypatch.setattr(accumulate, "BLOCK_BYTES", 8 * 3 * 64)  # 256-row blocks
+    rng = np.random.default_rng(11)
+    exact = []
+    original = MomentAccumulator._merge_exact
+    monkeypatch.setattr(
+        MomentAccumulator, "_merge_exact", lambda self, X: exact.append(len(X)) or original(self, X)
+    )
+    acc = MomentAccumulator(3, diag_only=True)
+    for off in (0.0, 1.0, -1.0):  # within 2 sd of K
+        acc.add(rng.standard_normal((256, 3)) + off)
+    assert exact == []
+    acc.add(rng.standard_normal((256, 3)) + 50.0)
+    assert exact == [256]

@@ -193,3 +193,11 @@ def test_cli(store, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert calls["classes"] == ["cat"] and calls["scheduler"] == "sync" and calls["seed"] == 3
     assert calls["overwrite"] and calls["mixture"] == "auto" and calls["cov"] == "lowrank:8"
+
+
+def test_take_rows_is_a_view_only_for_one_contiguous_run():
+    X = np.arange(20.0).reshape(10, 2)
+    for rows in ([2, 3, 4], [0, 1, 4], [0, 2], [7], []):
+        r = np.asarray(rows, dtype=np.int64)
+        np.testing.assert_array_equal(fit_tasks.take_rows(X, r), X[r])
+    assert np.shares_memory(fit_tasks.take_rows(X, np.array([2, 3, 4])), X)
