@@ -55,6 +55,12 @@ def test_collect_lists_network_and_output(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert calls["args"] == (str(tmp_path), "t.zarr") and calls["network"] == "vgg13"
     assert "--model is deprecated; use --network" in old.output
     assert "--store is deprecated; use -o/--output" in old.output
+    for flag, value in (("--compile", True), ("--no-compile", False), (None, None)):
+        calls.clear()
+        extra = [flag] if flag else []
+        r = _invoke("collect", tmp_path, "-o", "s.zarr", *extra, "--no-progress")
+        assert r.exit_code == 0, r.output
+        assert calls.get("compile") == value  # None: collect decides (on for CUDA)
 
 
 def test_fit_lists(monkeypatch: pytest.MonkeyPatch) -> None:

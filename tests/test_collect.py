@@ -373,3 +373,12 @@ def test_collect_with_compile_writes_the_same_store(
     g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
     for name, ref in _direct(digits_net, small_root, g.attrs["actstats"]["layers"]).items():
         np.testing.assert_allclose(g[f"acts/{name}"][:], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_collect_does_not_compile_on_a_cpu_by_default(
+    digits_net: Network, small_root: Path, tmp_path: Path
+) -> None:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    collect(small_root, tmp_path / "d.zarr", network=digits_net, layers=["fc8"])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 0
