@@ -25,7 +25,8 @@ from actstats.net.network import Network
 
 __all__ = ["RowsFunction", "rows_function"]
 
-Reduction = Callable[[torch.Tensor], torch.Tensor]
+#: A layer output batch -> its stored rows (an actstats.net.reduce.Reduction, or any callable).
+ReduceFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class RowsFunction:
@@ -49,7 +50,7 @@ class RowsFunction:
     def __init__(
         self,
         net: Network,
-        layers: dict[str, Reduction],
+        layers: dict[str, ReduceFn],
         *,
         compile: bool = False,
         batch_size: int = 64,
@@ -129,7 +130,7 @@ _CACHE_LOCK = threading.Lock()
 
 def rows_function(
     net: Network,
-    layers: dict[str, Reduction],
+    layers: dict[str, ReduceFn],
     *,
     compile: bool = False,
     batch_size: int = 64,
