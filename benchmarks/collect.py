@@ -53,6 +53,7 @@ from actstats.pipeline.collect_graph import (
     local_threads,
     normalize,
     prepare_device,
+    resize_by_size,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -103,8 +104,8 @@ def decode_limits(
     ``cpu``: ``load_image`` (the robust PIL decoder) + resize/crop to a uint8 tensor, in
     as many threads as collect's scheduler runs (``local_threads``), through one
     persistent pool. ``gpu`` (CUDA only): batched ``decode_jpegs`` on the device + the
-    same resize/crop per image, as collect's device decoder does. Best of ``repeats``,
-    as the pipeline's rate is.
+    same resize/crop once per size bucket (``resize_by_size``), as collect's device
+    decoder does. Best of ``repeats``, as the pipeline's rate is.
     """
     p = net.preprocessing
     resize_crop = geometry(p)
@@ -124,7 +125,9 @@ def decode_limits(
         def on_device(fs: list[Path]) -> None:
             ds = [by_file[f] for f in fs if by_file[f] is not None]
             for b in range(0, len(ds), batch):
-                [resize_crop(im) for im in decode_jpegs(ds[b : b + batch], net.device)]
+                resize_by_size(
+                    dict(enumerate(decode_jpegs(ds[b : b + batch], net.device))), resize_crop
+                )
             torch.cuda.synchronize(net.device)
 
         limits["gpu"] = max(_marginal_rate(on_device, files) for _ in range(repeats))

@@ -174,7 +174,7 @@ def test_resize_by_size_equals_one_call_per_image() -> None:
         calls.append(x.shape[0] if x.dim() == 4 else 1)
         return resize_crop(x)
 
-    got = collect_graph._resize_by_size(images, counted)
+    got = collect_graph.resize_by_size(images, counted)
     assert sorted(calls) == [1, 1, 3]  # three buckets, the 500x375 one batched
     for i, img in images.items():
         assert torch.equal(got[i], resize_crop(img)), i

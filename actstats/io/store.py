@@ -196,9 +196,9 @@ class ActivationStore:
         200k rows (391 chunks; zarr reads each through its event loop).
         """
         images = self.group["images"]
-        n = int(images["ok"].shape[0])
         if not (self.attrs.get("complete") and "skipped" in images):
             return np.asarray(images["ok"][:], dtype=bool)
+        n = int(images["ok"].shape[0])
         rows = np.asarray(images["skipped"][:])
         if rows.ndim != 1 or rows.dtype.kind not in "iu" or np.any((rows < 0) | (rows >= n)):
             raise ActstatsError(
@@ -238,13 +238,16 @@ class ActivationStore:
         starts = range(span[0], span[1], step)
         if not starts:
             return
+
+        def piece(start: int) -> np.ndarray:
+            return np.asarray(arr[start : min(start + step, span[1])])
+
         with ThreadPoolExecutor(1, thread_name_prefix="actstats-read") as pool:
-            pending = pool.submit(arr.__getitem__, slice(starts[0], min(starts[0] + step, span[1])))
+            pending = pool.submit(piece, starts[0])
             for start in starts:
-                rows = np.asarray(pending.result())
-                nxt = start + step
-                if nxt < span[1]:
-                    pending = pool.submit(arr.__getitem__, slice(nxt, min(nxt + step, span[1])))
+                rows = pending.result()
+                if start + step < span[1]:
+                    pending = pool.submit(piece, start + step)
                 yield start, rows
 
     def errors(self) -> list[tuple[str, str]]:

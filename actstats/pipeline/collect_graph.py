@@ -50,6 +50,7 @@ __all__ = [
     "local_threads",
     "normalize",
     "prepare_device",
+    "resize_by_size",
     "run_graph",
 ]
 
@@ -199,7 +200,7 @@ def _device_inputs(
 
     :class:`_Raw` items are decoded on the device (batched; on an error one by
     one, then through PIL, which names a bad file's reason), then resized and
-    cropped once per size bucket (:func:`_resize_by_size`).
+    cropped once per size bucket (:func:`resize_by_size`).
     """
     dev = net.device
     pin = dev.type == "cuda"
@@ -226,7 +227,7 @@ def _device_inputs(
                         pixels[i] = None
                         continue
             full_size[i] = img
-    for i, img in _resize_by_size(full_size, resize_crop).items():
+    for i, img in resize_by_size(full_size, resize_crop).items():
         pixels[i] = img
     x = torch.empty((sum(keep), 3, crop, crop), dtype=torch.uint8, device=dev)
     kept = [p for p in pixels if p is not None]
@@ -250,7 +251,9 @@ def _device_inputs(
     return x, keep, reasons
 
 
-def _resize_by_size(images: dict[int, torch.Tensor], resize_crop: Any) -> dict[int, torch.Tensor]:
+def resize_by_size(
+    images: dict[int, torch.Tensor], resize_crop: Callable[[torch.Tensor], torch.Tensor]
+) -> dict[int, torch.Tensor]:
     """``resize_crop`` of every image, called once per (channels, height, width) bucket.
 
     Why: on a GPU a resize is a few kernel launches whatever the batch, so one

@@ -118,14 +118,13 @@ def chunk_moments(
             for g, r in rows.items():
                 out[g][layer] = sketch_from_array(take_rows(X, r), sketch_rows)
             continue
-        accs = {
-            g: MomentAccumulator(store.acts(layer).shape[1], diag_only=forms[layer] == "diag")
-            for g in rows
-        }
+        dim = store.acts(layer).shape[1]
+        accs = {g: MomentAccumulator(dim, diag_only=forms[layer] == "diag") for g in rows}
         for start, X in store.read_ahead(layer, span, PIECE_BYTES):
+            offset = start - span[0]  # the piece's first row, relative to the span
             for g, r in rows.items():
-                lo, hi = np.searchsorted(r, [start - span[0], start - span[0] + len(X)])
-                accs[g].add(take_rows(X, r[lo:hi] - (start - span[0])))
+                lo, hi = np.searchsorted(r, [offset, offset + len(X)])
+                accs[g].add(take_rows(X, r[lo:hi] - offset))
         for g, acc in accs.items():
             out[g][layer] = acc.moments()
     return out
